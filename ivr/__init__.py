@@ -1,0 +1,1 @@
+"""The caller-authentication IVR as a pure state machine (issue 4)."""

@@ -1,0 +1,343 @@
+"""CPNI detection: which stretches of a call must not be heard, and what each one is.
+
+Reads the recognised words of every channel (merged in time order, so an agent's question
+on one channel labels the caller's answer on the other) and returns `Span`s. A span is
+labelled by the context around a run of digits: what was said before it ("my PIN is"),
+what follows it ("dollars", "Street", "minutes") and its own shape (nine digits grouped
+3-2-4). The policy fails closed: an unlabelled run of three or more digits is still
+redacted as DIGITS, and a sensitive cue whose value the recogniser did not hear as digits
+redacts the speech after it. Small numbers with no sensitive cue ("press one", "a two
+minute wait") stay.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from redaction.numbers import NumberRun, find_runs, normalise
+from redaction.transcribe import Word
+
+Source = Literal["asr", "dtmf", "custom"]
+
+LABELS: dict[str, str] = {
+    "ACCOUNT_NUMBER": "account numbers",
+    "PIN": "PINs, passcodes and passwords",
+    "SSN": "social security numbers, full or last four",
+    "CARD_NUMBER": "payment card numbers",
+    "CARD_EXPIRY": "payment card expiry dates",
+    "CARD_CVV": "payment card security codes",
+    "PHONE_NUMBER": "telephone numbers called, calling or of record",
+    "CALL_DATETIME": "dates and times of calls",
+    "CALL_DURATION": "durations of calls",
+    "BILL_AMOUNT": "bill, charge and payment amounts",
+    "ADDRESS": "street addresses and postcodes",
+    "DIGITS": "any other run of three or more digits (fail closed)",
+    "DTMF": "in-band keypad tones",
+}
+
+_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+           "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
+_WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+# Context cues before a number, one pattern per label; matched on normalised words.
+_BEFORE: dict[str, str] = {
+    "ACCOUNT_NUMBER": r"account|acct|accounts|customer (?:number|id)|member (?:number|id)",
+    "PIN": r"pin|pins|pin's|passcode|pass code|password|passphrase|secret|access code|"
+           r"verification code|code is|code's|the code",
+    "SSN": r"social|ssn|s s n|security number|tax id|socials",
+    "CARD_NUMBER": r"card|visa|mastercard|master card|amex|american express|discover|"
+                   r"credit|debit|card's",
+    "CARD_EXPIRY": r"expir\w*|exp|valid (?:thru|through|until)|good (?:thru|through)",
+    "CARD_CVV": r"cvv|cvc|cv2|csc|security code|three digit code|on the back",
+    "PHONE_NUMBER": r"phone|telephone|cell|mobile|landline|called|calling|dialed|dialled|dial|"
+                    r"reach me|call me|callback|call back|text me|number i called|fax|"
+                    r"my number(?: is|'s)?|the number(?: is|'s)?|numbers",
+    "CALL_DATETIME": rf"{_MONTHS}|{_WEEKDAYS}|yesterday|today|tonight|last night|date|"
+                     r"time|on the",
+    "BILL_AMOUNT": r"bill|billed|bills|charge|charged|charges|owe|owed|balance|payment|pay|"
+                   r"paid|fee|fees|cost|costs|amount|total|price|refund|invoice|due|"
+                   r"statement|came to|comes to",
+    "ADDRESS": r"live at|living at|address|ship (?:it )?to|send (?:it )?to|mail (?:it )?to|"
+               r"moved to|located at|apartment|apt|suite|unit|zip|postal|postcode",
+}
+_BEFORE_RE = {k: re.compile(rf"(?<![\w'])(?:{v})(?![\w'])") for k, v in _BEFORE.items()}
+# Ties between cues equally close to the number go to the earlier label here.
+_PRIORITY = ("CARD_CVV", "CARD_EXPIRY", "SSN", "PIN", "CARD_NUMBER", "ACCOUNT_NUMBER",
+             "BILL_AMOUNT", "ADDRESS", "PHONE_NUMBER", "CALL_DATETIME")
+_MONEY_AFTER = {"dollars", "dollar", "bucks", "cents", "cent", "usd", "pounds", "euros"}
+_STREET = {"street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "drive", "dr",
+           "boulevard", "blvd", "court", "ct", "way", "place", "pl", "terrace", "circle",
+           "parkway", "highway", "hwy", "close", "crescent", "square", "alley", "route"}
+_TIME_AFTER = {"am", "pm", "a.m", "p.m", "oclock", "o'clock", "a", "p", "in"}
+_DURATION_UNITS = {"minute", "minutes", "min", "mins", "hour", "hours", "hr", "hrs",
+                   "second", "seconds", "sec", "secs"}
+_CALL_WORDS = re.compile(r"(?<![\w'])(?:call|calls|called|lasted|last|talked|spoke|phone|"
+                         r"line|conversation|long|for|was)(?![\w'])")
+_HARMLESS_BEFORE = {"press", "option", "options", "select", "push", "say", "choose", "step",
+                    "last", "first", "next", "number", "top", "of", "than", "chapter"}
+_HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "questions",
+                   "thing", "things", "more", "time", "times", "of", "digit", "digits",
+                   "day", "days", "week", "weeks", "month", "months", "year", "years",
+                   "priority", "person", "people", "way", "ways", "or", "percent", "item",
+                   "items", "option", "options"}
+_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay"}
+# Cues that announce a secret: if no number follows them, the speech after them is redacted
+# anyway (the recogniser turned the digits into words).
+_STRONG_CUE = re.compile(
+    r"(?<![\w'])(?:(?:account|acct) (?:number|no|num|is|ending)|pin|passcode|pass code|"
+    r"password|social|ssn|security number|card number|credit card|debit card|cvv|cvc|"
+    r"security code|expir\w*|phone number|number i called|reach me at|call me at|"
+    r"callback number|my number is|the number is|live at|address is|ship (?:it )?to)"
+    r"(?![\w'])")
+_CUE_LABEL = (("account", "ACCOUNT_NUMBER"), ("acct", "ACCOUNT_NUMBER"), ("pin", "PIN"),
+              ("pass", "PIN"), ("social", "SSN"), ("ssn", "SSN"), ("security number", "SSN"),
+              ("cvv", "CARD_CVV"), ("cvc", "CARD_CVV"), ("security code", "CARD_CVV"),
+              ("expir", "CARD_EXPIRY"), ("card", "CARD_NUMBER"), ("live", "ADDRESS"),
+              ("address", "ADDRESS"), ("ship", "ADDRESS"))
+_MIN_DIGITS = {"PIN": 4, "SSN": 4, "CARD_NUMBER": 12, "CARD_CVV": 3, "ACCOUNT_NUMBER": 5,
+               "PHONE_NUMBER": 7, "CARD_EXPIRY": 3}
+_SECONDS_PER_DIGIT = 0.4
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A stretch of one channel to mute; it holds a label, never the value."""
+
+    channel: int
+    start: float
+    end: float
+    label: str
+    source: Source = "asr"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectPolicy:
+    """Tunable parts of detection; the defaults are what the corpus tests measured."""
+
+    context_tokens: int = 8
+    context_seconds: float = 8.0
+    cue_window_seconds: float = 3.0
+    custom_terms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
+           muted: Sequence[Span] = ()) -> list[Span]:
+    """Find the sensitive spans in `words` (any channels, any order).
+
+    `muted` lists audio already silenced (the verifier passes it): a cue followed by a muted
+    stretch is satisfied, so the words that follow the silence are not redacted again.
+    """
+    policy = policy or DetectPolicy()
+    ws = sorted(words, key=lambda w: (w.start, w.channel))
+    toks = [normalise(w.text) for w in ws]
+    spans: list[Span] = []
+    covered_cues: set[int] = set()
+    for run in _runs_per_channel(ws, toks):
+        label = _label(run, ws, toks, policy)
+        if label is None:
+            continue
+        start, end = ws[run.first].start, ws[run.last].end
+        missing = _MIN_DIGITS.get(label, 0) - run.length
+        if missing > 0:
+            end = _extend_for_missing(ws, run.last, end + missing * _SECONDS_PER_DIGIT)
+        spans.append(Span(ws[run.first].channel, start, end, label))
+        covered_cues.update(_cues_before(ws, toks, run.first, policy))
+    spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
+    spans.extend(_custom_terms(ws, toks, policy))
+    return sorted(spans, key=lambda s: (s.channel, s.start))
+
+
+def _runs_per_channel(ws: Sequence[Word], toks: Sequence[str]) -> Iterable[NumberRun]:
+    """Number runs within each channel, split where the speaker paused for over 1.5 s."""
+    for channel in sorted({w.channel for w in ws}):
+        idx = [i for i, w in enumerate(ws) if w.channel == channel]
+        pieces: list[list[int]] = [[]]
+        for i in idx:
+            if pieces[-1] and ws[i].start - ws[pieces[-1][-1]].end > 1.5:
+                pieces.append([])
+            pieces[-1].append(i)
+        for piece in pieces:
+            for run in find_runs([toks[i] for i in piece]):
+                yield NumberRun(piece[run.first], piece[run.last], run.digits, run.money,
+                                run.clock)
+
+
+def _before(ws: Sequence[Word], toks: Sequence[str], first: int,
+            policy: DetectPolicy) -> list[int]:
+    """Indices of the context words said shortly before token `first`, on any channel."""
+    t0 = ws[first].start
+    out = [i for i in range(max(0, first - 3 * policy.context_tokens), first)
+           if t0 - ws[i].end <= policy.context_seconds and toks[i]]
+    return out[-policy.context_tokens:]
+
+
+def _after(ws: Sequence[Word], toks: Sequence[str], last: int, n: int = 4) -> list[str]:
+    ch = ws[last].channel
+    return [toks[i] for i in range(last + 1, len(ws)) if ws[i].channel == ch][:n]
+
+
+def _closest_cue(ctx: str) -> str | None:
+    best: tuple[int, int] | None = None
+    label: str | None = None
+    for name, rx in _BEFORE_RE.items():
+        for m in rx.finditer(ctx):
+            key = (m.end(), -_PRIORITY.index(name))
+            if best is None or key > best:
+                best, label = key, name
+    return label
+
+
+def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
+           policy: DetectPolicy) -> str | None:
+    before_idx = _before(ws, toks, run.first, policy)
+    before = [toks[i] for i in before_idx]
+    after = _after(ws, toks, run.last)
+    near = " ".join(before[-4:])
+    ctx = " ".join(before)
+    if run.money or (after and after[0] in _MONEY_AFTER):
+        return "BILL_AMOUNT"
+    if any(a in _STREET for a in after[:3]):
+        return "ADDRESS"
+    if run.clock or (after and after[0] in _TIME_AFTER and after[0] != "in"
+                     and run.length <= 4):
+        return "CALL_DATETIME"
+    if after and after[0] in _DURATION_UNITS:
+        if any(b in _WAIT_WORDS for b in before[-3:]) or any(a in _WAIT_WORDS for a in after[:2]):
+            return None
+        return "CALL_DURATION" if _CALL_WORDS.search(ctx) else (
+            None if run.length <= 2 else "DIGITS")
+    cue = _closest_cue(ctx)
+    if run.length <= 2:
+        if (before and before[-1] in _HARMLESS_BEFORE) or (after and after[0] in _HARMLESS_AFTER):
+            return None
+        if _digits_247(run, toks):
+            return None
+        near_cue = _closest_cue(near)
+        if near_cue is None:
+            return None
+        return near_cue
+    if _digits_247(run, toks):
+        return None
+    if cue is not None and cue != "CALL_DATETIME":
+        return cue
+    if cue == "CALL_DATETIME" or re.search(rf"(?<![\w'])(?:{_MONTHS})(?![\w'])", " ".join(after)):
+        return "CALL_DATETIME"
+    return _label_by_shape(run)
+
+
+def _digits_247(run: NumberRun, toks: Sequence[str]) -> bool:
+    """"twenty four seven" / "24/7" means always open, not a number to hide."""
+    text = " ".join(toks[run.first:run.last + 1])
+    return text in ("twenty four seven", "twenty-four seven", "24/7", "24 7", "24-7")
+
+
+def _label_by_shape(run: NumberRun) -> str:
+    n = run.length
+    if n == 9:
+        return "SSN"
+    if 13 <= n <= 19:
+        return "CARD_NUMBER"
+    if n in (7, 10, 11):
+        return "PHONE_NUMBER"
+    return "DIGITS"
+
+
+def _extend_for_missing(ws: Sequence[Word], last: int, until: float) -> float:
+    """End of the words that follow a too-short run on its channel, up to time `until`."""
+    ch, end = ws[last].channel, ws[last].end
+    for w in ws[last + 1:]:
+        if w.channel != ch:
+            continue
+        if w.start > until:
+            break
+        end = max(end, w.end)
+    return max(end, min(until, end + 1.0))
+
+
+def _cues_before(ws: Sequence[Word], toks: Sequence[str], first: int,
+                 policy: DetectPolicy) -> list[int]:
+    return [i for i in _before(ws, toks, first, policy)
+            if _STRONG_CUE.search(" ".join(toks[max(0, i - 1):i + 1]))]
+
+
+def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
+                    muted: Sequence[Span], policy: DetectPolicy) -> list[Span]:
+    """Redact what follows a secret's cue when no number was heard after it."""
+    out: list[Span] = []
+    for i in range(len(ws)):
+        pair = " ".join(toks[max(0, i - 1):i + 1])
+        m = _STRONG_CUE.search(pair)
+        if m is None or i in covered or m.end() < len(pair) - len(toks[i]):
+            continue
+        t_cue = ws[i].end
+        window_end = t_cue + policy.cue_window_seconds
+        if any(s.start <= window_end and s.end >= t_cue for s in muted):
+            continue
+        label = next((lab for key, lab in _CUE_LABEL if key in m.group(0)), "PHONE_NUMBER")
+        following = [w for w in ws[i + 1:] if w.start < window_end]
+        by_channel: dict[int, tuple[float, float]] = {}
+        for w in following:
+            s0, e0 = by_channel.get(w.channel, (w.start, w.end))
+            by_channel[w.channel] = (min(s0, w.start), max(e0, w.end))
+        if not by_channel:
+            by_channel[ws[i].channel] = (t_cue, window_end)
+        for ch, (s0, e0) in by_channel.items():
+            out.append(Span(ch, max(s0, t_cue if ch == ws[i].channel else s0), e0, label))
+    return out
+
+
+def _custom_terms(ws: Sequence[Word], toks: Sequence[str], policy: DetectPolicy) -> list[Span]:
+    out: list[Span] = []
+    for label, phrases in policy.custom_terms.items():
+        for phrase in phrases:
+            target = [normalise(p) for p in phrase.split()]
+            n = len(target)
+            for i in range(len(toks) - n + 1):
+                if toks[i:i + n] == target and len({ws[k].channel for k in
+                                                    range(i, i + n)}) == 1:
+                    out.append(Span(ws[i].channel, ws[i].start, ws[i + n - 1].end, label,
+                                    "custom"))
+    return out
+
+
+def pad_and_merge(spans: Sequence[Span], *, before: float, after: float, duration: float,
+                  gap: float = 0.25) -> list[Span]:
+    """Pad spans for timestamp drift; merge touching spans of one channel and label.
+
+    Spans of different labels may overlap: each stays in the report under its own label.
+    """
+    out: list[Span] = []
+    last: dict[tuple[int, str], int] = {}
+    for s in sorted(spans, key=lambda s: (s.channel, s.start)):
+        pad_b, pad_a = (0.03, 0.03) if s.source == "dtmf" else (before, after)
+        cur = Span(s.channel, max(0.0, s.start - pad_b), min(duration, s.end + pad_a),
+                   s.label, s.source)
+        key = (cur.channel, cur.label)
+        k = last.get(key)
+        if k is not None and cur.start <= out[k].end + gap:
+            out[k] = replace(out[k], end=max(out[k].end, cur.end))
+            continue
+        last[key] = len(out)
+        out.append(cur)
+    return sorted((s for s in out if s.end > s.start), key=lambda s: (s.channel, s.start))
+
+
+def redacted_text(words: Sequence[Word], spans: Sequence[Span], channel: int) -> str:
+    """The channel's transcript with every word inside a span replaced by [LABEL]."""
+    parts: list[str] = []
+    for w in sorted((w for w in words if w.channel == channel), key=lambda w: w.start):
+        mid = (w.start + w.end) / 2
+        hit = next((s for s in spans if s.channel == channel and
+                    (s.start <= mid <= s.end or (s.start < w.end and w.start < s.end
+                                                 and _has_digit(w.text)))), None)
+        token = f"[{hit.label}]" if hit else w.text
+        if hit and parts and parts[-1] == token:
+            continue
+        parts.append(token)
+    return " ".join(parts)
+
+
+def _has_digit(text: str) -> bool:
+    return any(c.isdigit() for c in text)

@@ -1,0 +1,231 @@
+"""The orchestrator of one redaction: WAV in, redacted WAV and report out, fail closed.
+
+The only place in `redaction` that does blocking work. Each channel is streamed in
+bounded blocks: energy envelope, DTMF scan, resampling and transcription. Detection then
+runs over every channel's words at once; the mutes are written to a temporary file beside
+the output; and the verifier listens to that file again around every mute (or all of it)
+before it is renamed into place. Anything still heard that looks sensitive is muted wider
+and checked again; if it persists, no output is written and `VerificationFailed` is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from redaction.audio import WHISPER_RATE, AudioInfo, Resampler, WavReader, WavWriter, probe
+from redaction.detect import DetectPolicy, Span, detect, pad_and_merge
+from redaction.dtmf import DtmfScanner
+from redaction.errors import VerificationFailed
+from redaction.transcribe import Transcriber, Word
+from redaction.verify import Verification, VerifyPlan, verify_once
+
+Progress = Callable[[float], None]
+_FRAME = 0.01          # energy envelope resolution, seconds
+_TONE_LEVEL = 0.1      # -20 dBFS replacement tone
+
+
+@dataclass(frozen=True, slots=True)
+class RedactConfig:
+    """Every knob of a redaction run; built from `callvault.config.Settings`."""
+
+    mode: Literal["silence", "tone"] = "silence"
+    tone_hz: float = 1000.0
+    pad_before: float = 0.25
+    pad_after: float = 0.35
+    snap_seconds: float = 0.35
+    verify_scope: Literal["windows", "file"] = "windows"
+    verify_context: float = 3.0
+    verify_rounds: int = 2
+    widen_seconds: float = 0.5
+    block_seconds: float = 300.0
+    max_duration: float = 4 * 3600.0
+    policy: DetectPolicy = field(default_factory=DetectPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a run found and did; `words` stay in memory only, for the report's text."""
+
+    info: AudioInfo
+    words: tuple[Word, ...] = field(repr=False)
+    spans: tuple[Span, ...]
+    verification: Verification
+    timings: dict[str, float]
+
+
+def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfig,
+                progress: Progress | None = None) -> Outcome:
+    """Redact `src` into `out`; `out` appears only if verification passed."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    info = probe(src, max_seconds=cfg.max_duration)
+    report = progress or (lambda _f: None)
+    words: list[Word] = []
+    envelopes: list[npt.NDArray[np.float32]] = []
+    dtmf_spans: list[Span] = []
+    with WavReader(src, info) as reader:
+        for ch in range(info.channels):
+            def channel_progress(f: float, c: int = ch) -> None:
+                report((c + f) / info.channels)
+
+            ch_words, env, tones = _listen(reader, ch, transcriber, cfg, channel_progress)
+            words.extend(ch_words)
+            envelopes.append(env)
+            dtmf_spans.extend(tones)
+    timings["transcribe"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    found = detect(words, cfg.policy)
+    spans = _finalise([*_snap(found, envelopes, cfg.snap_seconds), *dtmf_spans], info, cfg)
+    timings["detect"] = time.perf_counter() - t1
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        t2 = time.perf_counter()
+        _write_muted(src, tmp, info, spans, cfg)
+        timings["redact"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        spans, verification = _verify(tmp, src, info, spans, transcriber, cfg)
+        timings["verify"] = time.perf_counter() - t3
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    timings["total"] = time.perf_counter() - t0
+    report(1.0)
+    return Outcome(info, tuple(words), tuple(spans), verification, timings)
+
+
+def _listen(reader: WavReader, channel: int, transcriber: Transcriber, cfg: RedactConfig,
+            progress: Progress) -> tuple[list[Word], npt.NDArray[np.float32], list[Span]]:
+    """Stream one channel: words, a 10 ms energy envelope, and DTMF tones."""
+    rate = reader.info.sample_rate
+    block = int(cfg.block_seconds * rate)
+    frame = int(_FRAME * rate)
+    resampler = Resampler(rate)
+    scanner = DtmfScanner(rate)
+    pending = np.zeros(0, dtype=np.float32)
+    pending_start = 0.0
+    words: list[Word] = []
+    env_parts: list[npt.NDArray[np.float32]] = []
+    tones: list[Span] = []
+    carry = np.zeros(0, dtype=np.float32)
+    for start, data in reader.blocks(block):
+        mono = data[:, channel]
+        framed = np.concatenate([carry, mono])
+        n = len(framed) // frame * frame
+        env_parts.append(np.sqrt(np.mean(framed[:n].reshape(-1, frame) ** 2, axis=1)))
+        carry = framed[n:]
+        tones.extend(Span(channel, t.start, t.end, "DTMF", "dtmf") for t in scanner.feed(mono))
+        pending = np.concatenate([pending, resampler.feed(mono)])
+        if len(pending) >= block * WHISPER_RATE // rate:
+            cut = _quiet_cut(pending)
+            words.extend(transcriber.words(pending[:cut], offset=pending_start, channel=channel))
+            pending_start += cut / WHISPER_RATE
+            pending = pending[cut:]
+        progress(min(1.0, (start + len(data)) / reader.info.frames))
+    tones.extend(Span(channel, t.start, t.end, "DTMF", "dtmf") for t in scanner.finish())
+    pending = np.concatenate([pending, resampler.flush()])
+    words.extend(transcriber.words(pending, offset=pending_start, channel=channel))
+    env = np.concatenate(env_parts).astype(np.float32) if env_parts else np.zeros(0, np.float32)
+    return words, env, tones
+
+
+def _quiet_cut(audio: npt.NDArray[np.float32]) -> int:
+    """Index of the quietest 50 ms in the last 10 s, so a chunk never splits a word."""
+    win = WHISPER_RATE // 20
+    tail = audio[-10 * WHISPER_RATE:]
+    n = len(tail) // win
+    energy = np.mean(tail[: n * win].reshape(n, win) ** 2, axis=1)
+    return len(audio) - len(tail) + int(np.argmin(energy)) * win + win // 2
+
+
+def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
+          limit: float) -> list[Span]:
+    """Stretch each span to the pauses around it (at most `limit` s each way).
+
+    Whisper's word times drift by a few hundred milliseconds; the voiced stretch a span
+    starts or ends inside is almost always the rest of the same digit string.
+    """
+    out: list[Span] = []
+    steps = int(limit / _FRAME)
+    for s in spans:
+        env = envelopes[s.channel]
+        if len(env) == 0:
+            out.append(s)
+            continue
+        floor = float(np.percentile(env, 20)) + 1e-6
+        voiced = env > floor * 4
+        a = min(len(env) - 1, int(s.start / _FRAME))
+        b = min(len(env) - 1, int(s.end / _FRAME))
+        lo, hi = a, b
+        while lo > 0 and a - lo < steps and voiced[lo - 1]:
+            lo -= 1
+        while hi < len(env) - 1 and hi - b < steps and voiced[hi + 1]:
+            hi += 1
+        out.append(replace(s, start=min(s.start, lo * _FRAME), end=max(s.end, (hi + 1) * _FRAME)))
+    return out
+
+
+def _finalise(spans: Sequence[Span], info: AudioInfo, cfg: RedactConfig) -> list[Span]:
+    return pad_and_merge(spans, before=cfg.pad_before, after=cfg.pad_after,
+                         duration=info.duration)
+
+
+def _write_muted(src: Path, dst: Path, info: AudioInfo, spans: Sequence[Span],
+                 cfg: RedactConfig) -> None:
+    """Copy `src` to `dst` block by block with every span replaced."""
+    rate = info.sample_rate
+    with WavReader(src, info) as reader, WavWriter(dst, info) as writer:
+        for start, data in reader.blocks(int(cfg.block_seconds * rate)):
+            block = data.copy()
+            end = start + len(block)
+            for s in spans:
+                a, b = max(start, int(s.start * rate)), min(end, int(np.ceil(s.end * rate)))
+                if a >= b:
+                    continue
+                if cfg.mode == "tone":
+                    t = np.arange(a, b) / rate
+                    block[a - start:b - start, s.channel] = (
+                        _TONE_LEVEL * np.sin(2 * np.pi * cfg.tone_hz * t)).astype(np.float32)
+                else:
+                    block[a - start:b - start, s.channel] = 0.0
+            writer.write(block)
+
+
+def _verify(tmp: Path, src: Path, info: AudioInfo, spans: list[Span],
+            transcriber: Transcriber, cfg: RedactConfig) -> tuple[list[Span], Verification]:
+    """Listen to the redacted file again; widen and re-mute leaks; fail if they persist."""
+    plan = VerifyPlan(scope=cfg.verify_scope, context=cfg.verify_context,
+                      block_seconds=cfg.block_seconds)
+    history: list[Verification] = []
+    targets: Sequence[Span] = spans
+    for round_no in range(1, cfg.verify_rounds + 2):
+        result = verify_once(tmp, info, spans, targets, transcriber, plan, cfg.policy)
+        history.append(result)
+        if not result.leaks:
+            return spans, Verification.combine(history, passed=True)
+        if round_no > cfg.verify_rounds:
+            break
+        widened = [replace(s, start=max(0.0, s.start - cfg.widen_seconds),
+                           end=min(info.duration, s.end + cfg.widen_seconds))
+                   for s in result.leaks]
+        spans = _finalise([*spans, *widened], info, cfg)
+        _write_muted(src, tmp, info, spans, cfg)
+        targets = widened
+    raise VerificationFailed(
+        f"{src.name}: sensitive speech still heard after {cfg.verify_rounds} widening "
+        "rounds; no output written", Verification.combine(history, passed=False))

@@ -1,0 +1,118 @@
+"""CPNI detection over recognised words: labels by context, harmless numbers kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from redaction.detect import DetectPolicy, Span, detect, pad_and_merge, redacted_text
+from redaction.transcribe import Word
+
+
+def _words(text: str, *, channel: int = 0, t0: float = 0.0, step: float = 0.4) -> list[Word]:
+    return [Word(w, t0 + i * step, t0 + i * step + step * 0.8, 1.0, channel)
+            for i, w in enumerate(text.split())]
+
+
+def _labels(text: str, **kw: object) -> list[str]:
+    return [s.label for s in detect(_words(text), DetectPolicy(**kw))]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("my account number is 4 5 6 7 8 9 1 2", "ACCOUNT_NUMBER"),
+        ("the acct ending in 77 41 93", "ACCOUNT_NUMBER"),
+        ("Sure, my PIN is 7 3 9 1.", "PIN"),
+        ("the passcode is four eight two nine", "PIN"),
+        ("My social security number is 123-45-6789.", "SSN"),
+        ("last four of my social are double five two oh", "SSN"),
+        ("The card is 4111 1111 1111 1111", "CARD_NUMBER"),
+        ("it expires oh nine twenty seven", "CARD_EXPIRY"),
+        ("the security code on the back is 314", "CARD_CVV"),
+        ("the number I called was 555-867-5309", "PHONE_NUMBER"),
+        ("you can reach me at 212 555 0148", "PHONE_NUMBER"),
+        ("I made the call at 4:15 pm", "CALL_DATETIME"),
+        ("the call lasted 42 minutes", "CALL_DURATION"),
+        ("I was charged $84.20 last month", "BILL_AMOUNT"),
+        ("it was eighty four dollars", "BILL_AMOUNT"),
+        ("I live at 1420 Elm Street", "ADDRESS"),
+        ("the code 98231 again", "PIN"),
+        ("it's 123 45 6789", "SSN"),
+        ("it's 4111 1111 1111 1111", "CARD_NUMBER"),
+        ("it's 415 555 0192", "PHONE_NUMBER"),
+        ("the reference 4471", "DIGITS"),
+    ],
+)
+def test_sensitive_numbers_are_labelled(text: str, label: str) -> None:
+    """Each kind of CPNI is found and labelled from its context or its shape."""
+    assert label in _labels(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "for billing press one",
+        "press 1 for billing, option 2 for sales",
+        "there is a two minute wait",
+        "one moment please",
+        "I have two questions",
+        "we offer twenty four seven support",
+        "that is my number one priority",
+        "please hold for a 2 minute wait",
+    ],
+)
+def test_harmless_numbers_stay(text: str) -> None:
+    """Numbers that carry no CPNI are not redacted."""
+    assert _labels(text) == []
+
+
+def test_cue_without_heard_digits_redacts_what_follows() -> None:
+    """A PIN cue followed by words (digits the model mis-heard) still redacts them."""
+    spans = detect(_words("my PIN is novel I'm too old and then thanks"))
+    assert [s.label for s in spans] == ["PIN"]
+    assert spans[0].start >= 0.4 * 2  # starts after the cue word "PIN"
+
+
+def test_cue_satisfied_by_existing_mute() -> None:
+    """In verification, a cue followed by already-muted audio is not a leak."""
+    words = _words("my account number is and I want to check my bill")
+    muted = [Span(0, 1.7, 3.0, "ACCOUNT_NUMBER")]
+    assert detect(words, muted=muted) == []
+
+
+def test_question_on_one_channel_labels_answer_on_other() -> None:
+    """The agent's question on channel 0 labels the caller's bare answer on channel 1."""
+    words = _words("can I get your social please", channel=0) + _words(
+        "sure it's 5 5 2 0", channel=1, t0=3.0)
+    spans = detect(words)
+    assert [(s.channel, s.label) for s in spans] == [(1, "SSN")]
+
+
+def test_custom_terms_from_settings() -> None:
+    """A deployment's own phrases (e.g. plan names) are redacted under their label."""
+    policy = DetectPolicy(custom_terms={"PLAN_NAME": ("unlimited plus",)})
+    spans = detect(_words("I am on the Unlimited Plus plan"), policy)
+    assert [(s.label, s.source) for s in spans] == [("PLAN_NAME", "custom")]
+
+
+def test_span_repr_and_word_repr_hold_no_value() -> None:
+    """Records print without the words they cover."""
+    w = Word("4111111111111111", 0.0, 1.0)
+    assert "4111" not in repr(w)
+
+
+def test_pad_and_merge() -> None:
+    """Spans are padded, clipped to the file and merged when they touch."""
+    spans = [Span(0, 1.0, 2.0, "PIN"), Span(0, 2.3, 3.0, "PIN"), Span(1, 0.1, 0.5, "SSN")]
+    merged = pad_and_merge(spans, before=0.2, after=0.2, duration=3.1)
+    assert [(s.channel, round(s.start, 2), round(s.end, 2)) for s in merged] == [
+        (0, 0.8, 3.1), (1, 0.0, 0.7)]
+
+
+def test_redacted_text_replaces_values() -> None:
+    """The transcript keeps ordinary words and shows [LABEL] for sensitive ones."""
+    words = _words("my PIN is 7 3 9 1 thanks")
+    spans = detect(words)
+    text = redacted_text(words, spans, 0)
+    assert "[PIN]" in text and "thanks" in text
+    assert not any(d in text for d in "7391")
