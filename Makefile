@@ -27,7 +27,7 @@ venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,base-model]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: install

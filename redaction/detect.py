@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from redaction.numbers import NumberRun, find_runs, normalise
+from redaction.numbers import NumberRun, find_runs, normalise, unit_suffix
 from redaction.transcribe import Word
 
 Source = Literal["asr", "dtmf", "custom"]
@@ -41,6 +41,11 @@ LABELS: dict[str, str] = {
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
            "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
 _WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_DATE_WORD = re.compile(rf"(?:{_MONTHS}|{_WEEKDAYS}|yesterday|today|tonight|noon|midnight)")
+_ORDINAL_WORDS = {"first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
+                  "ninth", "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth",
+                  "fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth",
+                  "twentieth", "thirtieth"}
 # Context cues before a number, one pattern per label; matched on normalised words.
 _BEFORE: dict[str, str] = {
     "ACCOUNT_NUMBER": r"account|acct|accounts|customer (?:number|id)|member (?:number|id)",
@@ -70,11 +75,12 @@ _MONEY_AFTER = {"dollars", "dollar", "bucks", "cents", "cent", "usd", "pounds", 
 _STREET = {"street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "drive", "dr",
            "boulevard", "blvd", "court", "ct", "way", "place", "pl", "terrace", "circle",
            "parkway", "highway", "hwy", "close", "crescent", "square", "alley", "route"}
+_UNIT_WORDS = {"apartment", "apt", "unit", "suite", "number", "flat", "no", "#", "floor"}
+_UNIT_NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                      "ten", "a", "b", "c", "d"}
 _TIME_AFTER = {"am", "pm", "a.m", "p.m", "oclock", "o'clock", "a", "p", "in"}
 _DURATION_UNITS = {"minute", "minutes", "min", "mins", "hour", "hours", "hr", "hrs",
                    "second", "seconds", "sec", "secs"}
-_CALL_WORDS = re.compile(r"(?<![\w'])(?:call|calls|called|lasted|last|talked|spoke|phone|"
-                         r"line|conversation|long|for|was)(?![\w'])")
 _HARMLESS_BEFORE = {"press", "option", "options", "select", "push", "say", "choose", "step",
                     "last", "first", "next", "number", "top", "of", "than", "chapter"}
 _HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "questions",
@@ -82,7 +88,8 @@ _HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "
                    "day", "days", "week", "weeks", "month", "months", "year", "years",
                    "priority", "person", "people", "way", "ways", "or", "percent", "item",
                    "items", "option", "options"}
-_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay"}
+_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay", "wait.", "back"}
+_NOT_A_DURATION = {"in", "within", "every", "next", "another", "few"}
 # Cues that announce a secret: if no number follows them, the speech after them is redacted
 # anyway (the recogniser turned the digits into words).
 _STRONG_CUE = re.compile(
@@ -119,6 +126,11 @@ class DetectPolicy:
     context_tokens: int = 8
     context_seconds: float = 8.0
     cue_window_seconds: float = 3.0
+    cue_gap: float = 0.5
+    cue_always: bool = False
+    unsure_below: float = 0.5
+    grow_gap: float = 0.5
+    grow_seconds: float = 2.0
     custom_terms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -142,11 +154,43 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         missing = _MIN_DIGITS.get(label, 0) - run.length
         if missing > 0:
             end = _extend_for_missing(ws, run.last, end + missing * _SECONDS_PER_DIGIT)
+        if label == "ADDRESS":
+            end = max(end, _street_end(ws, toks, run.last))
+        start, end = _grow(ws, toks, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
         covered_cues.update(_cues_before(ws, toks, run.first, policy))
     spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
     return sorted(spans, key=lambda s: (s.channel, s.start))
+
+
+def _grow(ws: Sequence[Word], toks: Sequence[str], run: NumberRun, start: float, end: float,
+          policy: DetectPolicy) -> tuple[float, float]:
+    """Widen a sensitive run over the words the recogniser was unsure of around it.
+
+    When a model mis-hears part of a digit string it writes look-alike words with low
+    confidence ("havenated 0 .83"): those belong to the value. Growth stops at a confident
+    word, a pause, or `policy.grow_seconds`.
+    """
+    ch = ws[run.first].channel
+    same = [i for i in range(len(ws)) if ws[i].channel == ch]
+    pos_first, pos_last = same.index(run.first), same.index(run.last)
+    edge = ws[run.last].end
+    for i in same[pos_last + 1:]:
+        w = ws[i]
+        if (w.start - edge > policy.grow_gap or w.end - ws[run.last].end > policy.grow_seconds
+                or w.probability >= policy.unsure_below):
+            break
+        edge = w.end
+    end = max(end, edge)
+    edge = ws[run.first].start
+    for i in reversed(same[:pos_first]):
+        w = ws[i]
+        if (edge - w.end > policy.grow_gap or ws[run.first].start - w.start > policy.grow_seconds
+                or w.probability >= policy.unsure_below or _STRONG_CUE.search(toks[i])):
+            break
+        edge = w.start
+    return min(start, edge), end
 
 
 def _runs_per_channel(ws: Sequence[Word], toks: Sequence[str]) -> Iterable[NumberRun]:
@@ -194,6 +238,9 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
     before_idx = _before(ws, toks, run.first, policy)
     before = [toks[i] for i in before_idx]
     after = _after(ws, toks, run.last)
+    glued = unit_suffix(toks[run.last])
+    if glued is not None:
+        after = [glued, *after]
     near = " ".join(before[-4:])
     ctx = " ".join(before)
     if run.money or (after and after[0] in _MONEY_AFTER):
@@ -204,27 +251,39 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
                      and run.length <= 4):
         return "CALL_DATETIME"
     if after and after[0] in _DURATION_UNITS:
-        if any(b in _WAIT_WORDS for b in before[-3:]) or any(a in _WAIT_WORDS for a in after[:2]):
+        # Durations said on a call are call detail unless they are about waiting.
+        if (any(b in _WAIT_WORDS for b in before[-4:]) or any(a in _WAIT_WORDS for a in after[:3])
+                or (before and before[-1] in _NOT_A_DURATION)):
             return None
-        return "CALL_DURATION" if _CALL_WORDS.search(ctx) else (
-            None if run.length <= 2 else "DIGITS")
+        return "CALL_DURATION"
     cue = _closest_cue(ctx)
-    if run.length <= 2:
-        if (before and before[-1] in _HARMLESS_BEFORE) or (after and after[0] in _HARMLESS_AFTER):
-            return None
-        if _digits_247(run, toks):
-            return None
-        near_cue = _closest_cue(near)
-        if near_cue is None:
-            return None
-        return near_cue
+    near_cue = _closest_cue(near)
+    dated = _looks_like_date(run, toks, before, after)
     if _digits_247(run, toks):
         return None
+    if run.length <= 2:
+        if dated:
+            return "CARD_EXPIRY" if near_cue == "CARD_EXPIRY" else "CALL_DATETIME"
+        if (before and before[-1] in _HARMLESS_BEFORE) or (after and after[0] in _HARMLESS_AFTER):
+            return None
+        return near_cue
     if cue is not None and cue != "CALL_DATETIME":
         return cue
-    if cue == "CALL_DATETIME" or re.search(rf"(?<![\w'])(?:{_MONTHS})(?![\w'])", " ".join(after)):
+    if cue == "CALL_DATETIME" or dated:
         return "CALL_DATETIME"
     return _label_by_shape(run)
+
+
+def _looks_like_date(run: NumberRun, toks: Sequence[str], before: Sequence[str],
+                     after: Sequence[str]) -> bool:
+    """A month or weekday beside the number, "the 16th", or "at" a clock-like number."""
+    if any(_DATE_WORD.fullmatch(t) for t in [*before[-2:], *after[:2]]):
+        return True
+    last = toks[run.last]
+    ordinal = bool(re.search(r"\d(?:st|nd|rd|th)$", last)) or last in _ORDINAL_WORDS
+    if ordinal and before and before[-1] == "the":
+        return True
+    return bool(before) and before[-1] == "at" and 1 <= run.length <= 4 and not run.money
 
 
 def _digits_247(run: NumberRun, toks: Sequence[str]) -> bool:
@@ -256,6 +315,29 @@ def _extend_for_missing(ws: Sequence[Word], last: int, until: float) -> float:
     return max(end, min(until, end + 1.0))
 
 
+def _street_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
+    """End of the street name after a house number, with any flat or unit number."""
+    ch = ws[last].channel
+    idx = [i for i in range(last + 1, min(len(ws), last + 12)) if ws[i].channel == ch]
+    end = ws[last].end
+    suffix_at = next((n for n, i in enumerate(idx[:4]) if toks[i] in _STREET), None)
+    if suffix_at is None:
+        # No suffix heard: take the next words up to 1.5 s as the street name.
+        for i in idx[:3]:
+            if ws[i].start - end > 0.6 or ws[i].start > ws[last].end + 1.5:
+                break
+            end = ws[i].end
+        return end
+    end = ws[idx[suffix_at]].end
+    rest = idx[suffix_at + 1:suffix_at + 4]
+    if rest and toks[rest[0]] in _UNIT_WORDS:
+        for i in rest[1:]:
+            if not any(c.isdigit() for c in toks[i]) and toks[i] not in _UNIT_NUMBER_WORDS:
+                break
+            end = ws[i].end
+    return end
+
+
 def _cues_before(ws: Sequence[Word], toks: Sequence[str], first: int,
                  policy: DetectPolicy) -> list[int]:
     return [i for i in _before(ws, toks, first, policy)
@@ -264,28 +346,53 @@ def _cues_before(ws: Sequence[Word], toks: Sequence[str], first: int,
 
 def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
                     muted: Sequence[Span], policy: DetectPolicy) -> list[Span]:
-    """Redact what follows a secret's cue when no number was heard after it."""
+    """Redact the answer that follows a secret's cue.
+
+    The answer is the speech after the cue up to the next pause (`cue_gap`) and at most
+    `cue_window_seconds`; after a question, or when the other party speaks first, it is
+    the other channel's next phrase. By default this applies only when no number was
+    heard after the cue (the recogniser turned the digits into words); with
+    `cue_always` it applies to every cue.
+    """
     out: list[Span] = []
     for i in range(len(ws)):
         pair = " ".join(toks[max(0, i - 1):i + 1])
         m = _STRONG_CUE.search(pair)
-        if m is None or i in covered or m.end() < len(pair) - len(toks[i]):
+        if m is None or m.end() < len(pair) - len(toks[i]):
+            continue
+        if i in covered and not policy.cue_always:
             continue
         t_cue = ws[i].end
-        window_end = t_cue + policy.cue_window_seconds
-        if any(s.start <= window_end and s.end >= t_cue for s in muted):
+        if any(s.start <= t_cue + policy.cue_gap and s.end >= t_cue for s in muted):
             continue
         label = next((lab for key, lab in _CUE_LABEL if key in m.group(0)), "PHONE_NUMBER")
-        following = [w for w in ws[i + 1:] if w.start < window_end]
-        by_channel: dict[int, tuple[float, float]] = {}
-        for w in following:
-            s0, e0 = by_channel.get(w.channel, (w.start, w.end))
-            by_channel[w.channel] = (min(s0, w.start), max(e0, w.end))
-        if not by_channel:
-            by_channel[ws[i].channel] = (t_cue, window_end)
-        for ch, (s0, e0) in by_channel.items():
-            out.append(Span(ch, max(s0, t_cue if ch == ws[i].channel else s0), e0, label))
+        later = [w for w in ws[i + 1:] if w.start < t_cue + policy.cue_window_seconds + 2.0]
+        asked = ws[i].text.rstrip().endswith("?") or bool(
+            later and later[0].channel != ws[i].channel)
+        channel = later[0].channel if asked and later else ws[i].channel
+        phrase = _phrase([w for w in later if w.channel == channel],
+                         t_cue if channel == ws[i].channel else None, policy)
+        if phrase is None:
+            out.append(Span(ws[i].channel, t_cue, t_cue + policy.cue_gap * 3, label))
+        else:
+            out.append(Span(channel, phrase[0], phrase[1], label))
     return out
+
+
+def _phrase(words: Sequence[Word], after: float | None,
+            policy: DetectPolicy) -> tuple[float, float] | None:
+    """(start, end) of the first phrase in `words`: up to a pause or the window's length."""
+    if not words:
+        return None
+    start = words[0].start if after is None else after
+    if words[0].start - (after or words[0].start) > policy.cue_window_seconds:
+        return None
+    end = words[0].end
+    for w in words[1:]:
+        if w.start - end > policy.cue_gap or w.end - start > policy.cue_window_seconds:
+            break
+        end = w.end
+    return start, end
 
 
 def _custom_terms(ws: Sequence[Word], toks: Sequence[str], policy: DetectPolicy) -> list[Span]:

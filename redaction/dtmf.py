@@ -13,6 +13,7 @@ results.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,7 +131,7 @@ class DtmfScanner:
         self._last = 0
         # Frames before this index belong to an already reported tone and must not be reused.
         self._floor = 0
-        self._recent: list[tuple[int, str | None]] = []
+        self._recent: deque[tuple[int, str | None]] = deque(maxlen=_BACKTRACK_FRAMES)
         self._finished = False
 
     def feed(self, block: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> list[ToneSpan]:
@@ -203,7 +204,7 @@ class DtmfScanner:
                     break
                 first = prev
             self._digit, self._first, self._last = digit, first, index
-        self._recent = [*self._recent, (index, near)][-_BACKTRACK_FRAMES:]
+        self._recent.append((index, near))
 
     def _close(self, out: list[ToneSpan]) -> None:
         if self._digit is None:

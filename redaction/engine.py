@@ -40,9 +40,9 @@ class RedactConfig:
 
     mode: Literal["silence", "tone"] = "silence"
     tone_hz: float = 1000.0
-    pad_before: float = 0.25
-    pad_after: float = 0.35
-    snap_seconds: float = 0.35
+    pad_before: float = 0.3
+    pad_after: float = 0.4
+    snap_seconds: float = 0.8
     verify_scope: Literal["windows", "file"] = "windows"
     verify_context: float = 3.0
     verify_rounds: int = 2
@@ -85,7 +85,7 @@ def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfi
     timings["transcribe"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    found = detect(words, cfg.policy)
+    found = detect(words, cfg.policy, muted=dtmf_spans)
     spans = _finalise([*_snap(found, envelopes, cfg.snap_seconds), *dtmf_spans], info, cfg)
     timings["detect"] = time.perf_counter() - t1
 
@@ -154,11 +154,12 @@ def _quiet_cut(audio: npt.NDArray[np.float32]) -> int:
 
 
 def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
-          limit: float) -> list[Span]:
+          limit: float, bridge: float = 0.12) -> list[Span]:
     """Stretch each span to the pauses around it (at most `limit` s each way).
 
     Whisper's word times drift by a few hundred milliseconds; the voiced stretch a span
-    starts or ends inside is almost always the rest of the same digit string.
+    starts or ends inside is almost always the rest of the same digit string. Gaps shorter
+    than `bridge` (the weak "th" of "three", a stop's closure) do not end a stretch.
     """
     out: list[Span] = []
     steps = int(limit / _FRAME)
@@ -167,8 +168,7 @@ def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
         if len(env) == 0:
             out.append(s)
             continue
-        floor = float(np.percentile(env, 20)) + 1e-6
-        voiced = env > floor * 4
+        voiced = _bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4, int(bridge / _FRAME))
         a = min(len(env) - 1, int(s.start / _FRAME))
         b = min(len(env) - 1, int(s.end / _FRAME))
         lo, hi = a, b
@@ -177,6 +177,20 @@ def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
         while hi < len(env) - 1 and hi - b < steps and voiced[hi + 1]:
             hi += 1
         out.append(replace(s, start=min(s.start, lo * _FRAME), end=max(s.end, (hi + 1) * _FRAME)))
+    return out
+
+
+def _bridged(voiced: npt.NDArray[np.bool_], gap: int) -> npt.NDArray[np.bool_]:
+    """`voiced` with every unvoiced run of at most `gap` frames filled in."""
+    out = voiced.copy()
+    run = 0
+    for i, v in enumerate(voiced):
+        if v:
+            if 0 < run <= gap and i - run > 0:
+                out[i - run:i] = True
+            run = 0
+        else:
+            run += 1
     return out
 
 

@@ -31,7 +31,9 @@ _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000, "grand": 1000
 _REPEATS = {"double": 2, "triple": 3, "treble": 3}
 # Words the recogniser writes for a digit it mis-heard; trusted only between two numbers.
 _HOMOPHONES = {"to": "2", "too": "2", "for": "4", "fore": "4", "won": "1", "ate": "8",
-               "free": "3", "tree": "3", "sex": "6", "nein": "9", "niner": "9", "ho": "0"}
+               "free": "3", "tree": "3", "sex": "6", "nein": "9", "niner": "9", "ho": "0",
+               "i'm": "9", "time": "9", "fine": "9", "mine": "9", "wine": "9", "sick": "6",
+               "seven's": "7", "no": "0", "know": "0", "then": "10", "won't": "1"}
 # "oh" and "o" are zero only next to another number ("oh nine"), never alone ("oh, okay").
 _WEAK_ZERO = {"oh", "o"}
 
@@ -80,10 +82,12 @@ def token_kind(tok: str) -> str:
         return "word"
     if tok in _HOMOPHONES:
         return "homophone"
-    if tok == "and":
+    if tok in ("and", "point", "dot", "dash", "hyphen"):
         return "and"
     if _MIXED.match(tok):
         return "mixed"
+    if "-" in tok and _is_word_number(tok.split("-", maxsplit=1)[0]) and unit_suffix(tok):
+        return "mixed"  # "forty-minute"
     return "other"
 
 
@@ -93,7 +97,25 @@ def _numeric_digits(tok: str) -> str:
 
 
 def _mixed_digits(tok: str) -> str:
+    """Digits of a hybrid token; 'x' for letters, except whole words joined by a hyphen.
+
+    "456m8i12" -> "456x8x12" (letters the model wrote for digits), but "7-minute" -> "7"
+    and "forty-minute" is a number word followed by its unit.
+    """
+    parts = tok.split("-")
+    if len(parts) > 1:
+        kept = [p for p in parts if not (p.isalpha() and len(p) >= 3 and not
+                                          _is_word_number(p))]
+        return "".join(_mixed_digits(p) if any(c.isdigit() for c in p) else
+                       words_to_digits([p]) for p in kept if p)
     return "".join(c if c.isdigit() else "x" for c in tok if c.isalnum())
+
+
+def unit_suffix(tok: str) -> str | None:
+    """The word glued to a number by a hyphen ("7-minute" -> "minute"), if any."""
+    parts = tok.split("-")
+    tail = parts[-1]
+    return tail if len(parts) > 1 and tail.isalpha() and not _is_word_number(tail) else None
 
 
 def words_to_digits(tokens: Sequence[str]) -> str:

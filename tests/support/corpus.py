@@ -1,15 +1,29 @@
 """Synthetic call-recording corpus with known sensitive spans, and an audio-only redaction scorer.
 
 Tests build their own corpus at test time with ``espeak-ng`` so that the exact position of every
-sensitive phrase is known.  Each utterance is synthesized as separate *pieces* (context words,
-the sensitive value, more context) which are trimmed and concatenated with short gaps, so the
-span of a value is the span of its piece.  Voices, speeds, pitch, wording and the way numbers
-are said are drawn at random from a seeded :class:`random.Random`, so a given seed always
-produces the same corpus.
+sensitive phrase is known:
 
-:func:`score` then measures a redactor purely from its output audio: it compares the redacted
-file with the original frame by frame and reports which items were muted, and how much clean
-speech was muted as well.
+* Every utterance is synthesized as separate *pieces* (``espeak-ng -v VOICE -s SPEED -p PITCH
+  -w piece.wav TEXT``): context words, the sensitive value, more context.  Each piece is trimmed
+  of leading/trailing silence and the pieces are joined with 40-250 ms gaps, utterances with
+  0.4-1.5 s, so an :class:`Item` span is exactly the span of its piece.
+* Voices (8 English accents x ~55 variants), speed, pitch, phrasing and the way numbers are said
+  are drawn from a seeded :class:`random.Random`: one seed, one corpus.
+* Each channel then goes through the telephone band (sox ``sinc 300-3400`` and ``rate``, which
+  are delay-compensated so spans stay exact) with white or pink line noise at 20-35 dB SNR and a
+  random gain; DTMF bursts are mixed into silent gaps; the file is written as mu-law, A-law or
+  PCM-16 WAV at 8 or 16 kHz, mono or dual-channel (agent and caller on their own channel).
+
+:func:`score` then measures a redactor purely from its output audio: per channel and 10 ms frame
+it compares the redacted file with the original; a frame is *muted* when
+``RMS(out - in) > 0.5 * RMS(in)`` (silence, a beep or noise all count, re-quantisation does not).
+Durations only count *voiced* frames (RMS above 8 dB over the channel's noise floor).
+
+Usage::
+
+    clips = build_corpus(tmp_path, seed=7, n_clips=12)
+    total = merge_scores(score(c, redact(c.path)) for c in clips)
+    assert total.recall() > 0.95 and total.over_redaction() < 0.05
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import soundfile as sf  # type: ignore[import-untyped]
+import soundfile as sf
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -55,15 +69,9 @@ HARMLESS_KEPT_FRACTION = 0.1  # a harmless item is kept when < 10 % of it is mut
 
 _ESPEAK_RATE = 22050
 _BASE_VOICES = (
-    "en-us",
-    "en-gb",
-    "en-gb-scotland",
-    "en-gb-x-rp",
-    "en-029",
-    "en-us-nyc",
-    "en-gb-x-gbclan",
-    "en-gb-x-gbcwmd",
-)
+    "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd"
+)  # fmt: skip
 # Voice variants that sound like a (synthetic) human talker; robotic, whispering and heavily
 # clipping variants are left out.
 _VARIANTS = (
@@ -139,19 +147,25 @@ class Score:
 # --------------------------------------------------------------------------------------------
 
 _ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen"
+)  # fmt: skip
+_TENS = ("_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _ORD_ONES = (
-    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
-    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth"
-).split()
-_ORD_TENS = "_ _ twentieth thirtieth".split()
+    "zeroth", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+    "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth",
+    "seventeenth", "eighteenth", "nineteenth"
+)  # fmt: skip
+_ORD_TENS = (
+    "_", "_", "twentieth", "thirtieth", "fortieth", "fiftieth", "sixtieth", "seventieth",
+    "eightieth", "ninetieth"
+)  # fmt: skip
 _MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
-_WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December"
+)  # fmt: skip
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def _words(n: int, *, british: bool = False) -> str:
@@ -240,18 +254,20 @@ def _say_pairs(ds: str, rng: random.Random, zero: str) -> str:
     """Grouped into pairs: '4567' -> 'forty five sixty seven', '456' -> 'four fifty six'."""
     chunks: list[str] = []
     rest = ds
+    prev = ""  # digits of the previous chunk
     if len(rest) % 2 == 1:
         if len(rest) >= 3 and rest[0] != "0" and rng.random() < 0.35:
             chunks.append(_words(int(rest[:3])))  # 'four hundred fifty six'
-            rest = rest[3:]
+            prev, rest = rest[:3], rest[3:]
         else:
             chunks.append(_digit_word(rest[0], zero))
-            rest = rest[1:]
-    prev_nonzero = bool(chunks)
+            prev, rest = rest[0], rest[1:]
     for k in range(0, len(rest), 2):
         pair = rest[k : k + 2]
-        chunks.append(_say_pair(pair, rng, zero, after_nonzero=prev_nonzero))
-        prev_nonzero = pair != "00"
+        # 'forty five hundred', 'four hundred' -- but not 'forty hundred' or 'oh hundred'
+        hundred_ok = len(prev) in (1, 2) and prev[0] != "0" and prev[-1] != "0"
+        chunks.append(_say_pair(pair, rng, zero, after_nonzero=hundred_ok))
+        prev = pair
     return " ".join(chunks)
 
 
@@ -286,12 +302,16 @@ def _split(ds: str, groups: Sequence[int]) -> list[str]:
 def _say_digit_string(
     ds: str, groups: Sequence[int], rng: random.Random, *, dash: bool = False
 ) -> str:
-    """Say a string of digits in one of many ways (see module docstring)."""
+    """Say a string of digits in one of many ways.
+
+    Digit by digit ('four five six', with 'oh'/'zero' and 'double'/'triple'), in pairs
+    ('forty five sixty seven', 'forty five hundred'), as written digits that espeak-ng reads as a
+    number ('4567', '456 78912', '123-45-6789') or digit by digit ('4 5 6 7'), or in words; one
+    style for the whole string or one per group.
+    """
     if len(ds) <= 10 and rng.random() < 0.08:
         return ds
-    zero = rng.choice(("zero", "oh", "oh", "zero", "o"))
-    if zero == "o":
-        zero = "oh"
+    zero = rng.choice(("zero", "oh"))
     parts = _split(ds, groups)
     uniform = rng.random() < 0.7
     style = rng.choice(_DIGIT_STYLES)
@@ -436,8 +456,9 @@ def _value_phone(variant: str, rng: random.Random) -> str:
         return _say_digit_string(exchange + line, (3, 4), rng, dash=True)
     if rng.random() < 0.2:
         return rng.choice(
-            (f"({area}) {exchange}-{line}", f"{area}-{exchange}-{line}", f"{area} {exchange} {line}")
-        )
+            (f"({area}) {exchange}-{line}", f"{area}-{exchange}-{line}",
+             f"{area} {exchange} {line}")
+        )  # fmt: skip
     said = _say_digit_string(area + exchange + line, (3, 3, 4), rng, dash=True)
     if kind > 0.95:
         said = "plus one " + said
@@ -456,9 +477,10 @@ def _time_of_day(rng: random.Random) -> str:
     minute = rng.choice((0, 0, 5, 10, 15, 20, 30, 30, 45, rng.randint(1, 59)))
     pm = rng.random() < 0.6
     form = rng.randrange(9)
-    ampm_said = rng.choice(("p m", "pm", "in the afternoon")) if pm else rng.choice(
-        ("a m", "am", "in the morning")
-    )
+    if pm:
+        ampm_said = rng.choice(("p m", "pm", "in the afternoon"))
+    else:
+        ampm_said = rng.choice(("a m", "am", "in the morning"))
     if form == 0:
         return f"{hour}:{minute:02d}" + (" " + ampm_said if rng.random() < 0.5 else "")
     if form == 1:
@@ -566,7 +588,8 @@ def _value_duration(variant: str, rng: random.Random) -> str:
         hour_said = rng.choice(("an hour", "one hour")) if hours == 1 else f"{_words(hours)} hours"
         return f"{hour_said} and {_words(minutes)} {unit}"
     if form == 6:
-        return f"{hours} hour {minutes} minutes" if numeral else f"{_words(hours)} hours"
+        h_unit = "hour" if hours == 1 else "hours"
+        return f"{hours} {h_unit} {minutes} minutes" if numeral else f"{_words(hours)} {h_unit}"
     if form == 7:
         return f"{_words(seconds) if not numeral else seconds} seconds"
     if form == 8:
@@ -618,14 +641,15 @@ def _value_amount(variant: str, rng: random.Random) -> str:
 
 
 _STREETS = (
-    "Elm Maple Oak Cedar Pine Baker Washington Lincoln Sunset Park Lake Hill Main Church "
-    "Highland Jefferson Madison Willow Chestnut Riverside Mill Spring Valley Franklin Cherry "
-    "Walnut Broad Center Prospect Meadow Harbor Forest Bridge Grove"
-).split()
+    "Elm", "Maple", "Oak", "Cedar", "Pine", "Baker", "Washington", "Lincoln", "Sunset", "Park",
+    "Lake", "Hill", "Main", "Church", "Highland", "Jefferson", "Madison", "Willow", "Chestnut",
+    "Riverside", "Mill", "Spring", "Valley", "Franklin", "Cherry", "Walnut", "Broad", "Center",
+    "Prospect", "Meadow", "Harbor", "Forest", "Bridge", "Grove"
+)  # fmt: skip
 _STREET_TYPES = (
-    "Street Street Street Avenue Avenue Road Road Drive Lane Boulevard Court Place Way "
-    "Terrace Circle Parkway"
-).split()
+    "Street", "Street", "Street", "Avenue", "Avenue", "Road", "Road", "Drive", "Lane", "Boulevard",
+    "Court", "Place", "Way", "Terrace", "Circle", "Parkway"
+)  # fmt: skip
 
 
 def _value_address(variant: str, rng: random.Random) -> str:
@@ -698,13 +722,14 @@ _STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("C", "the account is {ACCOUNT_NUMBER}"),
         ("C", "(yeah, |)acct ending in {ACCOUNT_NUMBER:last4}"),
         ("C", "it's account {ACCOUNT_NUMBER}"),
-        ("C", "I'm calling about account {ACCOUNT_NUMBER}(, I can't log in| and the charges on it|)"),
+        ("C", "I'm calling about account {ACCOUNT_NUMBER}(, I can't log in| and the charges|)"),
         ("C", "(hi|hello), yeah, account number {ACCOUNT_NUMBER}"),
         ("C", "{ACCOUNT_NUMBER} is my account number"),
         ("C", "the account ends in {ACCOUNT_NUMBER:last4}"),
         ("C", "(um, |)so it's {ACCOUNT_NUMBER} on the account"),
         ("C", "I have the bill right here, the account number says {ACCOUNT_NUMBER}"),
         ("C", "my customer number, (that's|it's) {ACCOUNT_NUMBER}"),
+        ("C", "account {ACCOUNT_NUMBER}, (and the |)pin (is |){PIN}"),
         ("A", "I have account {ACCOUNT_NUMBER} pulled up(| now| here)"),
         ("A", "I'm looking at account number {ACCOUNT_NUMBER}"),
         ("A", "is this about the account ending in {ACCOUNT_NUMBER:last4}?"),
@@ -813,6 +838,7 @@ _STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("C", "I (already |)paid {BILL_AMOUNT} (last week|on the first|already)"),
         ("C", "it's usually (around |about |){BILL_AMOUNT}"),
         ("C", "I want to pay {BILL_AMOUNT} today"),
+        ("C", "I got charged {BILL_AMOUNT} for a {CALL_DURATION:adj} call {CALL_DATETIME}"),
         ("A", "your (balance|current balance) is {BILL_AMOUNT}"),
         ("A", "the total due is {BILL_AMOUNT}"),
         ("A", "I can credit you {BILL_AMOUNT}"),
@@ -829,6 +855,7 @@ _STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("C", "we moved to {ADDRESS}(| last month)"),
         ("C", "the service address is {ADDRESS}"),
         ("C", "{ADDRESS}, zip code {ADDRESS:zip}"),
+        ("C", "I'm at {ADDRESS}, and my (cell|number) is {PHONE_NUMBER}"),
         ("A", "I have your address as {ADDRESS}"),
         ("A", "we'll send the new phone to {ADDRESS}"),
         ("A", "is {ADDRESS} still (your|the) address?"),
@@ -955,7 +982,7 @@ _OPENINGS: tuple[tuple[tuple[str, str], ...], ...] = (
 )  # fmt: skip
 
 _FILLERS: tuple[tuple[tuple[str, str], ...], ...] = (
-    (("A", "(okay|alright|sure|no problem), let me (pull that up|take a look|check that for you)"),),
+    (("A", "(okay|alright|sure|no problem), let me (pull that up|take a look|check that)"),),
     (("A", "I'm sorry to hear that"), ("C", "(yeah|it's fine|thanks)")),
     (("C", "(yeah|yes|uh huh|right|okay)"),),
     (("C", "I (just|really) want to (get this sorted out|understand these charges"
@@ -1082,14 +1109,17 @@ def _scripted(scene: Sequence[tuple[str, str]], rng: random.Random) -> list[_Tur
     return [_Turn(speaker, _fill(t, rng, values)) for speaker, t in scene]
 
 
-def _label_scene(label: str, rng: random.Random) -> list[_Turn]:
+def _label_scene(label: str, rng: random.Random, *, short: bool = False) -> list[_Turn]:
     """A short exchange containing at least one ``label`` item, in a random style."""
     values: dict[str, str] = {}
-    mode = rng.random()
+    mode = 0.0 if short else rng.random()
     if mode < 0.45 or label not in _ASKS:
-        speaker, template = rng.choice(_STATEMENTS[label])
+        statements = _STATEMENTS[label]
+        if short:  # one value, no extras
+            statements = tuple(st for st in statements if st[1].count("{") == 1) or statements
+        speaker, template = rng.choice(statements)
         turns = []
-        if speaker == "C" and rng.random() < 0.3:
+        if speaker == "C" and not short and rng.random() < 0.3:
             ask, _variant = rng.choice(_ASKS[label])
             turns.append(_Turn("A", _fill(ask, rng, {})))
         turns.append(_Turn(speaker, _fill(template, rng, values)))
@@ -1106,20 +1136,22 @@ def _label_scene(label: str, rng: random.Random) -> list[_Turn]:
             fresh: dict[str, str] = {}
             fix = rng.choice(_CORRECTIONS).replace("{V}", placeholder)
             turns.append(_Turn("C", _fill(fix, rng, fresh)))
-            turns.append(_Turn("A", _fill("(okay|my apologies), {V}".replace(
-                "{V}", placeholder), rng, fresh)))
+            fixed = "(okay|my apologies), {V}".replace("{V}", placeholder)
+            turns.append(_Turn("A", _fill(fixed, rng, fresh)))
         else:
             turns.append(_Turn("C", _fill(rng.choice(_CONFIRMS), rng, values)))
     return turns
 
 
-def _dtmf_scene(rng: random.Random) -> list[_Turn]:
+def _dtmf_scene(rng: random.Random, *, short: bool = False) -> list[_Turn]:
     digits = "".join(rng.choice("0123456789*#") for _ in range(rng.randint(3, 8)))
-    return [
-        _Turn("A", _fill(_DTMF_PROMPTS, rng, {})),
+    turns = [
+        _Turn("A", _fill("(please |)enter your pin" if short else _DTMF_PROMPTS, rng, {})),
         _Turn("C", [], dtmf=digits),
-        _Turn("A", _fill(rng.choice(_DTMF_THANKS), rng, {})),
     ]
+    if not short:
+        turns.append(_Turn("A", _fill(rng.choice(_DTMF_THANKS), rng, {})))
+    return turns
 
 
 # --------------------------------------------------------------------------------------------
@@ -1192,17 +1224,22 @@ class _Synth:
 
 
 def _band_limit_resample(x: FloatArray, rate: int) -> FloatArray:
-    """Telephone band (300-3400 Hz) and resampling to ``rate``, with sox (delay-compensated)."""
-    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1"]
+    """Telephone band (300-3400 Hz) and resampling to ``rate`` with sox (delay-compensated).
+
+    ``x`` is (samples, channels) at the espeak-ng rate; the result has the same channels.
+    """
+    n_ch = x.shape[1]
+    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", str(n_ch)]
     cmd = [
         "sox", "-V1", "-D", *raw, "-r", str(_ESPEAK_RATE), "-", *raw, "-r", str(rate), "-",
         "sinc", "300-3400", "rate", "-v", str(rate),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, input=x.astype(np.float32).tobytes(), capture_output=True, check=True)
-    y = np.frombuffer(proc.stdout, dtype=np.float32).astype(np.float64)
-    n = int(round(len(x) * rate / _ESPEAK_RATE))
-    if len(y) < n:
-        y = np.concatenate([y, np.zeros(n - len(y))])
+    data = np.ascontiguousarray(x, dtype=np.float32).tobytes()
+    proc = subprocess.run(cmd, input=data, capture_output=True, check=True)
+    y = np.frombuffer(proc.stdout, dtype=np.float32).astype(np.float64).reshape(-1, n_ch)
+    n = round(x.shape[0] * rate / _ESPEAK_RATE)
+    if y.shape[0] < n:
+        y = np.concatenate([y, np.zeros((n - y.shape[0], n_ch))])
     return y[:n]
 
 
@@ -1284,7 +1321,7 @@ def build_clip(
     er = _ESPEAK_RATE
     placed: list[_Placed] = []
     bursts: list[_Burst] = []
-    cursor = int(rng.uniform(0.2, 1.0) * er)
+    cursor = last_end = 0
     tail = int(rng.uniform(0.3, 1.0) * er)
 
     with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
@@ -1320,86 +1357,130 @@ def build_clip(
                     pos += len(audio)
             return pos
 
-        queue = list(required_labels)
-        rng.shuffle(queue)
-        dtmf_pending = with_dtmf
-        if rng.random() < 0.8:
-            cursor = render(_scripted(rng.choice(_OPENINGS), rng))
-            cursor += int(rng.uniform(0.4, 1.5) * er)
-        while True:
-            elapsed = (cursor + tail) / er
-            if elapsed >= target and not queue and not dtmf_pending:
-                break
-            required = False
-            if queue and (rng.random() < 0.55 or elapsed > 0.4 * target):
-                turns = _label_scene(queue.pop(), rng)
-                required = True
-            elif dtmf_pending and (rng.random() < 0.3 or elapsed > 0.5 * target):
-                turns = _dtmf_scene(rng)
-                dtmf_pending = False
-                required = True
-            else:
-                r = rng.random()
-                if r < 0.55:
-                    turns = _label_scene(rng.choice(LABELS), rng)
-                elif r < 0.8:
-                    turns = _scripted(rng.choice(_HARMLESS_SCENES), rng)
-                else:
-                    turns = _scripted(rng.choice(_FILLERS), rng)
-            n_placed, n_bursts = len(placed), len(bursts)
-            end = render(turns)
-            if not required and (end + tail) / er > max_seconds and elapsed >= min_seconds:
-                del placed[n_placed:]
-                del bursts[n_bursts:]
-                break
-            cursor = end + int(rng.uniform(0.4, 1.5) * er)
-        if rng.random() < 0.5:
-            n_placed = len(placed)
-            end = render(_scripted(rng.choice(_CLOSINGS), rng))
-            if (end + tail) / er <= max_seconds:
+        budget = max_seconds * er - tail  # speech must end before this sample
+        lead = int(rng.uniform(0.2, 1.0) * er)
+        # Plan the call; in the rare case that a required scene found no room, plan it again.
+        for _plan in range(8):
+            placed.clear()
+            bursts.clear()
+            dropped = False
+            cursor = last_end = lead
+            queue = list(required_labels)
+            rng.shuffle(queue)
+            queue.insert(0, HARMLESS)  # every call has a harmless number (popped last)
+            dtmf_pending = with_dtmf
+            if len(queue) + dtmf_pending <= 4 and rng.random() < 0.6:
+                last_end = render(_scripted(rng.choice(_OPENINGS), rng))
+                cursor = last_end + int(rng.uniform(0.4, 1.5) * er)
+            optional = True  # may still add scenes that are not required
+            force = False  # the next scene must be a required one
+            while True:
+                elapsed = (last_end + tail) / er
+                if (elapsed >= target or not optional) and not queue and not dtmf_pending:
+                    break
+                label = ""
+                urgent = force or not optional
+                if queue and (urgent or rng.random() < 0.55 or elapsed > 0.25 * target):
+                    label = queue.pop()
+                elif dtmf_pending and (urgent or rng.random() < 0.3 or elapsed > 0.4 * target):
+                    label = "DTMF"
+                    dtmf_pending = False
+                force = False
+                # time kept free for the required scenes still to come
+                reserve = int((6.0 * len(queue) + (8.0 if dtmf_pending else 0.0)) * er)
+                # little room left per required scene: go straight to the short forms
+                tight = (budget - cursor) / er < 11.0 * (len(queue) + dtmf_pending + 1)
+                # A scene that would run past max_seconds is taken back; a required one is
+                # re-drawn (shorter after a few tries) until it fits.
+                for attempt in range(16):
+                    short = tight or attempt >= 3
+                    if label == "DTMF":
+                        turns = _dtmf_scene(rng, short=short)
+                    elif label == HARMLESS:
+                        turns = _scripted(rng.choice(_HARMLESS_SCENES), rng)
+                    elif label:
+                        turns = _label_scene(label, rng, short=short)
+                    else:
+                        r = rng.random()
+                        if r < 0.75:
+                            turns = _label_scene(rng.choice(LABELS), rng)
+                        elif r < 0.9:
+                            turns = _scripted(rng.choice(_HARMLESS_SCENES), rng)
+                        else:
+                            turns = _scripted(rng.choice(_FILLERS), rng)
+                    n_placed, n_bursts = len(placed), len(bursts)
+                    end = render(turns)
+                    if end <= budget - reserve * (1.0, 0.5, 0.0)[min(attempt // 5, 2)]:
+                        break
+                    del placed[n_placed:]
+                    del bursts[n_bursts:]
+                    end = -1
+                    if not label:
+                        break
+                if end < 0:  # did not fit
+                    if label:  # a required scene is dropped: plan the call again
+                        dropped, optional = True, False
+                    elif queue or dtmf_pending:  # make room: required scenes first
+                        force = True
+                    else:  # the call is full
+                        optional = False
+                    continue
+                last_end = end
                 cursor = end + int(rng.uniform(0.4, 1.5) * er)
-            else:
-                del placed[n_placed:]
+                said = {seg.label for turn in turns for seg in turn.segs}
+                queue = [q for q in queue if q not in said]  # already covered by this scene
+            if rng.random() < 0.5:
+                n_placed = len(placed)
+                end = render(_scripted(rng.choice(_CLOSINGS), rng))
+                if end <= budget:
+                    last_end = end
+                else:
+                    del placed[n_placed:]
+            if not dropped:
+                break
 
-    total22 = cursor + tail
-    n_out = int(round(total22 * sample_rate / er))
+    total22 = last_end + tail
+    n_out = round(total22 * sample_rate / er)
     nprng = np.random.default_rng(rng.getrandbits(63))
     out = np.zeros((n_out, channels), dtype=np.float64)
     items: list[list[Item]] = [[] for _ in range(channels)]
     speech: list[list[tuple[float, float]]] = [[] for _ in range(channels)]
     dtmf: list[list[tuple[float, float, str]]] = [[] for _ in range(channels)]
     for p in placed:
-        start, end = p.pos / er, (p.pos + len(p.audio)) / er
-        speech[p.channel].append((start, end))
+        t0, t1 = p.pos / er, (p.pos + len(p.audio)) / er
+        speech[p.channel].append((t0, t1))
         if p.label is not None:
-            items[p.channel].append(Item(p.label, start, end, p.text))
+            items[p.channel].append(Item(p.label, t0, t1, p.text))
 
     for ch in range(channels):
-        buf = np.zeros(total22, dtype=np.float64)
+        # speech and line noise both go through the telephone band
+        buf = np.zeros((total22, 2), dtype=np.float64)
         for p in placed:
             if p.channel == ch:
-                buf[p.pos : p.pos + len(p.audio)] += p.gain * p.audio
-        y = _band_limit_resample(buf, sample_rate)
+                buf[p.pos : p.pos + len(p.audio), 0] += p.gain * p.audio
+        buf[:, 1] = _noise(total22, nprng, pink=rng.random() < 0.5)
+        band = _band_limit_resample(buf, sample_rate)
+        y, noise = band[:, 0], band[:, 1]
         voiced = np.zeros(n_out, dtype=bool)
-        for start, end in speech[ch]:
-            voiced[int(start * sample_rate) : int(math.ceil(end * sample_rate))] = True
+        for t0, t1 in speech[ch]:
+            voiced[int(t0 * sample_rate) : math.ceil(t1 * sample_rate)] = True
         speech_rms = float(np.sqrt(np.mean(y[voiced] ** 2))) if voiced.any() else 0.1
-        level = 10.0 ** (rng.uniform(-30.0, -16.0) / 20.0)
-        y *= level / max(speech_rms, 1e-9)
+        level = 10.0 ** (rng.uniform(-30.0, -16.0) / 20.0)  # random gain
+        y = y * (level / max(speech_rms, 1e-9))
         peak = float(np.max(np.abs(y))) if y.size else 0.0
         if peak > 0.9:
             y *= 0.9 / peak
         snr_db = rng.uniform(20.0, 35.0)
-        noise_rms = float(np.sqrt(np.mean(y[voiced] ** 2))) if voiced.any() else level
-        noise_rms /= 10.0 ** (snr_db / 20.0)
-        y += noise_rms * _noise(n_out, nprng, pink=rng.random() < 0.5)
+        speech_rms = float(np.sqrt(np.mean(y[voiced] ** 2))) if voiced.any() else level
+        noise_rms = float(np.sqrt(np.mean(noise**2))) or 1.0
+        y += noise * (speech_rms / 10.0 ** (snr_db / 20.0) / noise_rms)
         out[:, ch] = y
 
     for b in bursts:
         t = b.start
         for k, digit in enumerate(b.digits):
-            i0 = int(round(t * sample_rate))
-            n = int(round(b.tone_s[k] * sample_rate))
+            i0 = round(t * sample_rate)
+            n = round(b.tone_s[k] * sample_rate)
             n = min(n, n_out - i0)
             out[i0 : i0 + n, b.channel] += _dtmf_tone(digit, n, sample_rate, b.level_db, b.twist_db)
             dtmf[b.channel].append((i0 / sample_rate, (i0 + n) / sample_rate, digit))
@@ -1431,8 +1512,9 @@ def build_corpus(
     """Build ``n_clips`` calls in ``out_dir``; the same seed always gives the same corpus.
 
     Every label in LABELS is required somewhere in the corpus (spread round-robin over the
-    clips), encodings and rates are cycled so that all of them appear, and the stereo and DTMF
-    clips are ``round(n_clips * fraction)`` clips picked at random.
+    clips, at most 4 per clip, so from 3 clips on every label appears), encodings and rates are
+    cycled so that all of them appear, and the stereo and DTMF clips are
+    ``round(n_clips * fraction)`` clips picked at random.
     """
     if n_clips <= 0:
         return []
@@ -1459,7 +1541,7 @@ def build_corpus(
             channels=channels,
             encoding=enc,
             with_dtmf=i in with_dtmf,
-            required_labels=[lab for j, lab in enumerate(labels) if j % n_clips == i],
+            required_labels=[lab for j, lab in enumerate(labels) if j % n_clips == i][:4],
         )
 
     workers = max(1, min(n_clips, os.cpu_count() or 1, 8))
@@ -1506,7 +1588,7 @@ def score(clip: Clip, redacted: Path) -> Score:
     assert rate_in == rate_out == clip.sample_rate, (rate_in, rate_out, clip.sample_rate)
     assert original.shape == output.shape, (original.shape, output.shape)
     assert original.shape[1] == clip.channels
-    frame = int(round(clip.sample_rate * FRAME_SECONDS))
+    frame = round(clip.sample_rate * FRAME_SECONDS)
     totals = [0, 0, 0, 0, 0, 0]
     clean = over = 0.0
     missed: list[Item] = []

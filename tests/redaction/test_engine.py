@@ -1,0 +1,142 @@
+"""End to end with the real Whisper model: the scripted demo call through `callvault redact`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from callvault import wiring
+from callvault.config import Settings, load_settings
+from callvault.demo import make_sample
+from redaction import engine
+from redaction.dtmf import detect_dtmf
+from redaction.errors import VerificationFailed
+
+CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
+# Values spoken in the demo script, in every form they could be written back.
+SECRETS = ("48201735", "4 8 2 0 1 7 3 5", "4111", "0192", "415 555", "7391")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[int, float,
+                                                                                float, str]]]:
+    path = tmp_path_factory.mktemp("sample") / "call.wav"
+    return path, make_sample(path)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(None, state_dir=tmp_path_factory.mktemp("state"))
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+
+
+def test_cli_redacts_demo_call(sample: tuple[Path, list[tuple[int, float, float, str]]],
+                               tmp_path: Path) -> None:
+    """The CLI writes a same-format copy with the caller's numbers and tones muted, and a
+    report, stdout and stderr that hold none of the spoken values."""
+    src, where = sample
+    out, rep = tmp_path / "out.wav", tmp_path / "out.json"
+    env = {**os.environ, "CALLVAULT_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.run([*CLI, "redact", str(src), "--out", str(out), "--report", str(rep)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    a, rate_a = sf.read(str(src), dtype="float32", always_2d=True)
+    b, rate_b = sf.read(str(out), dtype="float32", always_2d=True)
+    assert (rate_a, a.shape) == (rate_b, b.shape)
+    assert sf.info(str(out)).subtype == "ULAW"
+    doc = json.loads(rep.read_text())
+    assert doc["status"] == "clean" and doc["verification"]["passed"] is True
+    assert doc["output"]["name"] == "out.wav" and len(doc["output"]["sha256"]) == 64
+    assert {"DTMF"} <= {s["label"] for s in doc["spans"]}
+    assert any(s["source"] == "asr" for s in doc["spans"])
+    text = rep.read_text() + proc.stdout + proc.stderr
+    for secret in SECRETS:
+        assert secret not in text
+    # The caller's DTMF is gone from the output, by the detector and by level.
+    assert detect_dtmf(b[:, 1], rate_b) == []
+    (_, t0, t1, _), = [w for w in where if w[3] == "dtmf"]
+    assert _rms(b[int(t0 * rate_b):int(t1 * rate_b), 1]) < 0.01
+    # The agent's channel keeps most of its speech; the caller's number lines are muted.
+    agent = [w for w in where if w[0] == 0]
+    kept = np.mean([_rms(b[int(s * rate_b):int(e * rate_b), 0]) /
+                    _rms(a[int(s * rate_b):int(e * rate_b), 0]) for _, s, e, _ in agent])
+    assert kept > 0.6
+    account = next(w for w in where if w[3] == "1")
+    s, e = int(account[1] * rate_b), int(account[2] * rate_b)
+    assert _rms(b[s:e, 1]) < 0.5 * _rms(a[s:e, 1])
+
+
+def test_tone_mode_keeps_length_and_beeps(sample: tuple[Path, list[tuple[int, float, float,
+                                                                          str]]],
+                                          settings: Settings, tmp_path: Path) -> None:
+    """In tone mode the spans carry a 1 kHz tone instead of speech; length is unchanged."""
+    src, _ = sample
+    cfg = replace(wiring.redact_config(settings), mode="tone")
+    out = tmp_path / "tone.wav"
+    outcome = engine.redact_file(src, out, wiring.transcriber(settings), cfg)
+    b, rate = sf.read(str(out), dtype="float32", always_2d=True)
+    assert b.shape[0] == outcome.info.frames
+    span = max(outcome.spans, key=lambda s: s.end - s.start)
+    seg = b[int(span.start * rate) + 80:int(span.end * rate) - 80, span.channel]
+    spectrum = np.abs(np.fft.rfft(seg))
+    assert abs(np.argmax(spectrum) * rate / len(seg) - 1000) < 20
+
+
+def test_missed_number_is_caught_by_verification(
+        sample: tuple[Path, list[tuple[int, float, float, str]]], settings: Settings,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the first pass misses the spoken numbers, the second listening finds them: with
+    widening rounds the file ends clean; with none, it fails and nothing is written."""
+    src, _ = sample
+    real_detect = engine.detect
+    calls = {"n": 0}
+
+    def blind_first_pass(words, policy=None, muted=()):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return [] if calls["n"] == 1 else real_detect(words, policy, muted)
+
+    monkeypatch.setattr(engine, "detect", blind_first_pass)
+    transcriber = wiring.transcriber(settings)
+    cfg = replace(wiring.redact_config(settings), verify_scope="file", verify_rounds=0)
+    out = tmp_path / "none.wav"
+    with pytest.raises(VerificationFailed) as info:
+        engine.redact_file(src, out, transcriber, cfg)
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+    assert "4820" not in str(info.value)
+
+    calls["n"] = 0
+    cfg = replace(cfg, verify_rounds=2)
+    outcome = engine.redact_file(src, out, transcriber, cfg)
+    assert out.exists()
+    assert outcome.verification.leaks_found > 0 and outcome.verification.passed
+
+
+def test_batch_directory_keeps_going(sample: tuple[Path, list[tuple[int, float, float, str]]],
+                                     tmp_path: Path) -> None:
+    """A directory batch redacts the good files, reports the bad one, and exits with its
+    code."""
+    src, _ = sample
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    mono, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    sf.write(str(inbox / "a.wav"), mono[: rate * 12, 1], rate, subtype="PCM_16")
+    (inbox / "b.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    env = {**os.environ, "CALLVAULT_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.run([*CLI, "redact", str(inbox), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 5, proc.stderr
+    assert (tmp_path / "out" / "a.redacted.wav").exists()
+    assert not (tmp_path / "out" / "b.redacted.wav").exists()
+    failed = json.loads((tmp_path / "out" / "b.redacted.report.json").read_text())
+    assert failed["status"] == "failed" and failed["output"] is None
