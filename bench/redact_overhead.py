@@ -1,7 +1,10 @@
 """Wall-time overhead of `callvault redact` over a bare faster-whisper transcription.
 
-Builds the espeak-ng test corpus (tests/support/corpus.py), loads the model once, then for
-each file times (a) a bare faster-whisper transcription of every channel with the same
+Two scenarios, both from the espeak-ng test corpus (tests/support/corpus.py):
+"typical" calls are a corpus clip (a few sensitive items) followed by about two minutes
+of ordinary conversation with no numbers, as most of a contact-centre call is; "dense"
+calls are the corpus clips alone, a sensitive item every few seconds. For each file it
+times (a) a bare faster-whisper transcription of every channel with the same
 model and decoding settings, and (b) the full redaction (`redaction.engine.redact_file`,
 what `callvault redact` runs: transcription, DTMF scan, detection, muting, verification at
 its default scope). The two are interleaved file by file so both see the same machine
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,47 +51,107 @@ def bare_transcribe(model: object, path: Path, beam_size: int) -> float:
     return time.perf_counter() - t0
 
 
+_CHAT = (
+    "Thanks for your patience while I look into this for you.",
+    "I understand, that sounds really frustrating, let me see what happened.",
+    "The system is a little slow this morning, bear with me.",
+    "I have made a note on the account about our conversation today.",
+    "Is there anything else I can help you with while I have you?",
+    "To be honest I am not sure, my wife usually handles these things.",
+    "It keeps dropping the connection when I walk into the kitchen.",
+    "We can send a technician out, or I can walk you through a reset.",
+    "Okay, I have restarted it and the light is blinking green now.",
+    "That is great news, it looks like everything is working again.",
+    "I would like to know why the service was so bad last week.",
+    "There was an outage in your area and it has been fixed since.",
+)
+
+
+def _speak(text: str, voice: str, rate: int, tmp: Path) -> np.ndarray:
+    wav, low = tmp / "chat.wav", tmp / "chat8k.wav"
+    espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
+    assert espeak and sox, "espeak-ng and sox are needed (make installs them)"
+    subprocess.run([espeak, "-v", voice, "-w", str(wav), text], check=True)
+    subprocess.run([sox, str(wav), "-r", str(rate), "-c", "1", str(low)], check=True)
+    data, _ = sf.read(str(low), dtype="float32")
+    return np.asarray(data, dtype=np.float32)
+
+
+def typical_calls(clips: list, root: Path, seconds: float) -> list[Path]:  # type: ignore[type-arg]
+    """Each mono clip followed by `seconds` of number-free conversation."""
+    rng = random.Random(7)
+    out: list[Path] = []
+    for n, clip in enumerate(c for c in clips if c.channels == 1):
+        data, rate = sf.read(str(clip.path), dtype="float32")
+        parts = [data]
+        total = 0.0
+        while total < seconds:
+            voice = rng.choice(("en-us", "en-gb", "en-us+f3", "en-gb-scotland"))
+            speech = 0.5 * _speak(rng.choice(_CHAT), voice, rate, root)
+            parts += [speech, np.zeros(int(rate * rng.uniform(0.4, 1.2)), np.float32)]
+            total += (len(speech) / rate) + 0.8
+        audio = np.concatenate(parts) + np.random.default_rng(n).normal(
+            0, 0.002, sum(len(p) for p in parts)).astype(np.float32)
+        path = root / f"typical{n:02d}.wav"
+        sf.write(str(path), np.clip(audio, -1, 1), rate, subtype=sf.info(str(clip.path)).subtype)
+        out.append(path)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=12)
+    parser.add_argument("--clips", type=int, default=6)
+    parser.add_argument("--scenario", choices=("typical", "dense", "both"), default="both")
+    parser.add_argument("--chat-seconds", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=4242)
-    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--model", default=None, help="default: the settings default")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        clips = build_corpus(root / "in", seed=args.seed, n_clips=args.clips)
-        settings = load_settings(None, state_dir=root / "state", whisper_model=args.model)
+        clips = build_corpus(root / "in", seed=args.seed, n_clips=args.clips,
+                             stereo_fraction=0.0)
+        chosen = {"whisper_model": args.model} if args.model else {}
+        settings = load_settings(None, state_dir=root / "state", **chosen)
         transcriber = wiring.transcriber(settings)
         cfg = wiring.redact_config(settings)
         model = transcriber._model  # the very same loaded model, for a fair baseline
         bare_transcribe(model, clips[0].path, settings.whisper_beam_size)  # warm-up
-        bare = redact = audio_s = checked = 0.0
-        phases: dict[str, float] = {}
-        failed = 0
-        for clip in clips:
-            bare += bare_transcribe(model, clip.path, settings.whisper_beam_size)
-            t0 = time.perf_counter()
-            try:
-                outcome = wiring.redact_file(clip.path, root / "out" / clip.path.name,
-                                             transcriber, cfg)
-            except Exception as exc:
-                failed += 1
-                print(f"  {clip.path.name}: {type(exc).__name__}")
-                continue
-            finally:
-                redact += time.perf_counter() - t0
-            audio_s += outcome.info.duration * outcome.info.channels
-            checked += outcome.verification.checked_seconds
-            for k, v in outcome.timings.items():
-                phases[k] = phases.get(k, 0.0) + v
-    print(f"files: {len(clips)} ({audio_s:.0f} s of channel audio), model {args.model}, "
-          f"verify scope {cfg.verify_scope} ±{cfg.verify_context:g} s, failed {failed}")
-    print(f"bare faster-whisper: {bare:.1f} s   callvault redact: {redact:.1f} s")
-    print("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if k != "total"))
-    print(f"re-heard by verification: {checked:.0f} s = {checked / max(audio_s, 1e-9):.2f} "
-          "of the audio")
-    print(f"RATIO redact / bare = {redact / bare:.2f}  (target <= 1.3)")
+        scenarios = ["typical", "dense"] if args.scenario == "both" else [args.scenario]
+        for name in scenarios:
+            files = (typical_calls(clips, root, args.chat_seconds) if name == "typical"
+                     else [c.path for c in clips])
+            _run(name, files, root, transcriber, cfg, model, settings.whisper_beam_size,
+                 settings.whisper_model)
     return 0
+
+
+def _run(name: str, files: list[Path], root: Path, transcriber: wiring.Transcriber,
+         cfg: wiring.RedactConfig, model: object, beam: int, model_name: str) -> None:
+    bare = redact = audio_s = checked = 0.0
+    phases: dict[str, float] = {}
+    failed = 0
+    for path in files:
+        bare += bare_transcribe(model, path, beam)
+        t0 = time.perf_counter()
+        try:
+            outcome = wiring.redact_file(path, root / "out" / name / path.name, transcriber, cfg)
+        except Exception as exc:  # a failed file is counted, not fatal
+            failed += 1
+            print(f"  {path.name}: {type(exc).__name__}")
+            continue
+        finally:
+            redact += time.perf_counter() - t0
+        audio_s += outcome.info.duration * outcome.info.channels
+        checked += outcome.verification.checked_seconds
+        for k, v in outcome.timings.items():
+            phases[k] = phases.get(k, 0.0) + v
+    print(f"[{name}] {len(files)} files, {audio_s:.0f} s of audio, model {model_name}, "
+          f"verify {cfg.verify_scope} ±{cfg.verify_context:g} s, failed {failed}")
+    print(f"[{name}] bare faster-whisper {bare:.1f} s, callvault redact {redact:.1f} s; "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items() if k != "total"))
+    print(f"[{name}] verification re-heard {checked:.0f} s = "
+          f"{checked / max(audio_s, 1e-9):.2f} of the audio")
+    print(f"[{name}] RATIO redact / bare = {redact / bare:.2f}  (target <= 1.3)", flush=True)
 
 
 if __name__ == "__main__":

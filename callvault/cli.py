@@ -63,6 +63,16 @@ def _expand(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def _unique(name: str, used: set[str]) -> str:
+    """`name`, or `name` with a counter if an earlier file of the batch already took it."""
+    stem, n, candidate = name.removesuffix(".redacted.wav"), 1, name
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}-{n}.redacted.wav"
+    used.add(candidate)
+    return candidate
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Progress | None]:
     if not enabled:
@@ -95,8 +105,9 @@ def redact(
         show_default=False)] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Mute CPNI, secrets and keypad tones in call recordings, then prove it by listening
-    again. Exit codes: 3 missing input, 4 not audio, 5 truncated or damaged, 6 empty,
+    """Mute CPNI, secrets and keypad tones in recordings, then prove it by listening again.
+
+    Exit codes: 3 missing input, 4 not audio, 5 truncated or damaged, 6 empty,
     7 unsupported format, 8 too long, 9 still sensitive after redaction, 10 cannot write,
     11 model unavailable, 12 bad configuration."""
     settings = _settings(config, redact_mode=mode, verify_scope=verify_scope,
@@ -116,8 +127,14 @@ def redact(
     worst = 0
     with _progress(sys.stderr.isatty()) as bar:
         overall = bar.add_task("files", total=len(files)) if bar and batch else None
+        used: set[str] = set()
         for src in files:
-            dst = out / f"{src.stem}.redacted.wav" if batch else out
+            dst = out / _unique(f"{src.stem}.redacted.wav", used) if batch else out
+            if dst.resolve() == src.resolve():
+                _err.print(f"callvault: error: {src.name}: --out would overwrite the input",
+                           markup=False, soft_wrap=True)
+                worst = worst or 2
+                continue
             rep = ((report_path / f"{src.stem}.report.json") if batch and report_path
                    else report_path or dst.with_name(f"{dst.stem}.report.json"))
             task = bar.add_task(src.name[:40], total=1.0) if bar else None

@@ -54,6 +54,7 @@ class ModelSpec:
     cpu_threads: int = 0
     beam_size: int = 5
     vad_filter: bool = False
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     digit_prompt: bool = False
 
 
@@ -112,8 +113,14 @@ class Transcriber:
             raise ModelUnavailable(f"model {spec.name}: cannot load ({type(exc).__name__})") \
                 from None
 
-    def words(self, audio: Samples, *, offset: float = 0.0, channel: int = 0) -> list[Word]:
-        """Transcribe 16 kHz mono audio; word times are shifted by `offset` seconds."""
+    def words(self, audio: Samples, *, offset: float = 0.0, channel: int = 0,
+              fallback: bool = True) -> list[Word]:
+        """Transcribe 16 kHz mono audio; word times are shifted by `offset` seconds.
+
+        `fallback=False` decodes once at temperature 0: the verifier's joined snippets
+        sound choppy, and re-decoding them at rising temperatures tripled its cost while
+        hearing nothing more.
+        """
         if len(audio) < WHISPER_RATE // 10:
             return []
         with self._lock:
@@ -125,6 +132,7 @@ class Transcriber:
                 condition_on_previous_text=False,
                 initial_prompt=DIGIT_PROMPT if self.spec.digit_prompt else None,
                 vad_filter=self.spec.vad_filter,
+                temperature=list(self.spec.temperatures) if fallback else [0.0],
                 # Never drop a window as "no speech": audio the model is unsure of must
                 # still be transcribed, or a mumbled number would pass unseen.
                 no_speech_threshold=None,

@@ -143,7 +143,7 @@ def _listen_windows(reader: WavReader, batch: list[tuple[int, float, float]],
         pieces.extend([audio, gap])
         placed.append((cursor, cursor + len(audio) / WHISPER_RATE, a))
         cursor += (len(audio) + len(gap)) / WHISPER_RATE
-    heard = transcriber.words(np.concatenate(pieces), channel=channel)
+    heard = transcriber.words(np.concatenate(pieces), channel=channel, fallback=False)
     out: list[Word] = []
     for w in heard:
         mid = (w.start + w.end) / 2

@@ -111,3 +111,13 @@ def test_help_reads_well(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for word in ("--out", "--report", "--mode", "--verify-scope", "Exit codes"):
         assert word in proc.stdout
+
+
+def test_output_never_overwrites_input(tmp_path: Path) -> None:
+    """`--out` naming the input itself is refused and the original is left untouched."""
+    src = _tone_wav(tmp_path / "a.wav")
+    before = src.read_bytes()
+    proc = _run(["redact", str(src), "--out", str(src)], tmp_path)
+    assert proc.returncode == 2
+    assert "overwrite the input" in proc.stderr
+    assert src.read_bytes() == before
