@@ -363,8 +363,8 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
         if i in covered and not policy.cue_always:
             continue
         t_cue = ws[i].end
-        if any(s.start <= t_cue + policy.cue_gap and s.end >= t_cue for s in muted):
-            continue
+        if any(s.start <= t_cue + policy.cue_window_seconds and s.end >= t_cue for s in muted):
+            continue  # the answer was already muted
         label = next((lab for key, lab in _CUE_LABEL if key in m.group(0)), "PHONE_NUMBER")
         later = [w for w in ws[i + 1:] if w.start < t_cue + policy.cue_window_seconds + 2.0]
         asked = ws[i].text.rstrip().endswith("?") or bool(
