@@ -74,6 +74,7 @@ def build(*, src: Path, out: Path | None, outcome: Outcome | None, model: ModelS
                     "word_timestamps": True}
     doc["settings"] = {"mode": cfg.mode, "tone_hz": cfg.tone_hz, "pad_before": cfg.pad_before,
                        "pad_after": cfg.pad_after, "snap_seconds": cfg.snap_seconds,
+                       "snap_bridge": cfg.snap_bridge,
                        "verify_scope": cfg.verify_scope, "verify_context": cfg.verify_context,
                        "verify_rounds": cfg.verify_rounds,
                        "custom_labels": sorted(cfg.policy.custom_terms)}
