@@ -5,7 +5,7 @@ mono), redacts each in a fresh `callvault redact` process, reads the process's p
 resident set size (ru_maxrss of the child), and prints the long/short ratio. Streaming in
 `block_seconds` blocks keeps it near 1; holding the whole file would grow it with length.
 
-    .venv/bin/python bench/redact_memory.py [--short-min 5] [--long-min 20] [--model tiny.en]
+    .venv/bin/python bench/redact_memory.py [--short-min 10] [--long-min 40] [--model tiny.en]
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def _redact(src: Path, model: str, state: Path) -> tuple[float, float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short-min", type=float, default=5.0)
-    parser.add_argument("--long-min", type=float, default=20.0)
+    parser.add_argument("--short-min", type=float, default=10.0)
+    parser.add_argument("--long-min", type=float, default=40.0)
     parser.add_argument("--model", default="tiny.en")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +79,7 @@ def main() -> int:
     print(f"short {args.short_min:g} min: peak {peak_short:.0f} MiB ({t_short:.0f} s)")
     print(f"long  {args.long_min:g} min: peak {peak_long:.0f} MiB ({t_long:.0f} s)")
     print(f"RATIO long/short peak memory = {peak_long / peak_short:.2f} "
-          f"for {args.long_min / args.short_min:.0f}x the audio")
+          f"for {args.long_min / args.short_min:.1f}x the audio")
     return 0
 
 
