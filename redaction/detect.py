@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field
 
 from redaction.numbers import NumberRun, find_runs, normalise, unit_suffix
+from redaction.spans import Span
 from redaction.transcribe import Word
-
-Source = Literal["asr", "dtmf", "custom"]
 
 LABELS: dict[str, str] = {
     "ACCOUNT_NUMBER": "account numbers",
@@ -106,17 +104,6 @@ _CUE_LABEL = (("account", "ACCOUNT_NUMBER"), ("acct", "ACCOUNT_NUMBER"), ("pin",
 _MIN_DIGITS = {"PIN": 4, "SSN": 4, "CARD_NUMBER": 12, "CARD_CVV": 3, "ACCOUNT_NUMBER": 5,
                "PHONE_NUMBER": 7, "CARD_EXPIRY": 3}
 _SECONDS_PER_DIGIT = 0.4
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """A stretch of one channel to mute; it holds a label, never the value."""
-
-    channel: int
-    start: float
-    end: float
-    label: str
-    source: Source = "asr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,44 +394,3 @@ def _custom_terms(ws: Sequence[Word], toks: Sequence[str], policy: DetectPolicy)
                     out.append(Span(ws[i].channel, ws[i].start, ws[i + n - 1].end, label,
                                     "custom"))
     return out
-
-
-def pad_and_merge(spans: Sequence[Span], *, before: float, after: float, duration: float,
-                  gap: float = 0.25) -> list[Span]:
-    """Pad spans for timestamp drift; merge touching spans of one channel and label.
-
-    Spans of different labels may overlap: each stays in the report under its own label.
-    """
-    out: list[Span] = []
-    last: dict[tuple[int, str], int] = {}
-    for s in sorted(spans, key=lambda s: (s.channel, s.start)):
-        pad_b, pad_a = (0.03, 0.03) if s.source == "dtmf" else (before, after)
-        cur = Span(s.channel, max(0.0, s.start - pad_b), min(duration, s.end + pad_a),
-                   s.label, s.source)
-        key = (cur.channel, cur.label)
-        k = last.get(key)
-        if k is not None and cur.start <= out[k].end + gap:
-            out[k] = replace(out[k], end=max(out[k].end, cur.end))
-            continue
-        last[key] = len(out)
-        out.append(cur)
-    return sorted((s for s in out if s.end > s.start), key=lambda s: (s.channel, s.start))
-
-
-def redacted_text(words: Sequence[Word], spans: Sequence[Span], channel: int) -> str:
-    """The channel's transcript with every word inside a span replaced by [LABEL]."""
-    parts: list[str] = []
-    for w in sorted((w for w in words if w.channel == channel), key=lambda w: w.start):
-        mid = (w.start + w.end) / 2
-        hit = next((s for s in spans if s.channel == channel and
-                    (s.start <= mid <= s.end or (s.start < w.end and w.start < s.end
-                                                 and _has_digit(w.text)))), None)
-        token = f"[{hit.label}]" if hit else w.text
-        if hit and parts and parts[-1] == token:
-            continue
-        parts.append(token)
-    return " ".join(parts)
-
-
-def _has_digit(text: str) -> bool:
-    return any(c.isdigit() for c in text)

@@ -23,9 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from redaction.audio import WHISPER_RATE, AudioInfo, Resampler, WavReader, WavWriter, probe
-from redaction.detect import DetectPolicy, Span, detect, pad_and_merge
+from redaction.detect import DetectPolicy, detect
 from redaction.dtmf import DtmfScanner
 from redaction.errors import VerificationFailed
+from redaction.spans import Span, pad_and_merge
 from redaction.transcribe import Transcriber, Word
 from redaction.verify import Verification, VerifyPlan, verify_once
 

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from redaction.detect import redacted_text
 from redaction.engine import Outcome, RedactConfig
 from redaction.errors import OutputError
+from redaction.spans import redacted_text
 from redaction.transcribe import ModelSpec
 from redaction.verify import Verification
 

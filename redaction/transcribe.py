@@ -30,8 +30,6 @@ DIGIT_PROMPT = (
     "I called 212-555-0148 on June 2nd at 10:40 am, the bill was $63.18."
 )
 
-BUNDLED_MODELS = ("tiny.en", "base")
-
 
 @dataclass(frozen=True, slots=True)
 class Word:

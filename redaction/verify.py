@@ -19,8 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from redaction.audio import WHISPER_RATE, AudioInfo, WavReader, to_whisper_rate
-from redaction.detect import DetectPolicy, Span, detect
+from redaction.detect import DetectPolicy, detect
 from redaction.dtmf import DtmfScanner
+from redaction.spans import Span
 from redaction.transcribe import Transcriber, Word
 
 _GAP = 0.5          # silence between joined windows, seconds

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from redaction.detect import DetectPolicy, Span, detect, pad_and_merge, redacted_text
+from redaction.detect import DetectPolicy, detect
+from redaction.spans import Span, pad_and_merge, redacted_text
 from redaction.transcribe import Word
 
 
