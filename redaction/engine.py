@@ -25,7 +25,7 @@ import numpy.typing as npt
 from redaction.audio import WHISPER_RATE, AudioInfo, Resampler, WavReader, WavWriter, probe
 from redaction.detect import DetectPolicy, detect
 from redaction.dtmf import DtmfScanner
-from redaction.errors import VerificationFailed
+from redaction.errors import OutputError, VerificationFailed
 from redaction.spans import Span, pad_and_merge
 from redaction.transcribe import Transcriber, Word
 from redaction.verify import Verification, VerifyPlan, verify_once
@@ -92,9 +92,13 @@ def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfi
     spans = _finalise([*snapped, *dtmf_spans], info, cfg)
     timings["detect"] = time.perf_counter() - t1
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    os.close(fd)
+    try:  # 0600 temporary beside the output, renamed into place only once verified
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial",
+                                        dir=out.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{out.name}: cannot write there ({exc.strerror})") from None
     tmp = Path(tmp_name)
     try:
         t2 = time.perf_counter()
@@ -103,7 +107,10 @@ def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfi
         t3 = time.perf_counter()
         spans, verification = _verify(tmp, src, info, spans, transcriber, cfg)
         timings["verify"] = time.perf_counter() - t3
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise OutputError(f"{out.name}: cannot write the output ({exc.strerror})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

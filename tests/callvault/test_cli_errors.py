@@ -121,3 +121,13 @@ def test_output_never_overwrites_input(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "overwrite the input" in proc.stderr
     assert src.read_bytes() == before
+
+
+def test_unwritable_output_exit_10(tmp_path: Path) -> None:
+    """An output folder that cannot be created gives exit 10 and one line, no traceback."""
+    src = _tone_wav(tmp_path / "a.wav")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = _run(["redact", str(src), "--out", str(blocker / "o.wav")], tmp_path)
+    assert proc.returncode == 10, proc.stderr
+    assert "cannot write" in proc.stderr and "Traceback" not in proc.stderr
