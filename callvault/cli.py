@@ -143,7 +143,7 @@ def redact(
                 if bar is not None and task is not None:
                     bar.update(task, completed=fraction)  # type: ignore[arg-type]
 
-            code = _redact_one(src, dst, rep, transcriber, settings, cfg, tick)
+            code = _redact_one(src, dst, rep, transcriber, cfg, tick)
             worst = worst or code
             if bar is not None and task is not None:
                 bar.remove_task(task)
@@ -156,8 +156,7 @@ def redact(
 
 
 def _redact_one(src: Path, dst: Path, rep: Path, transcriber: wiring.Transcriber,
-                settings: Settings, cfg: wiring.RedactConfig,
-                tick: wiring.ProgressFn) -> int:
+                cfg: wiring.RedactConfig, tick: wiring.ProgressFn) -> int:
     """Redact one file; return its exit code. Failures write a 'failed' report."""
     spec = transcriber.spec
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 from callvault.config import Settings
 from redaction.detect import DetectPolicy
@@ -42,6 +43,4 @@ def transcriber(settings: Settings) -> Transcriber:
 
 @lru_cache(maxsize=2)
 def _cached(spec: ModelSpec, name: str, models_dir: str) -> Transcriber:
-    from pathlib import Path
-
     return Transcriber(spec, resolve_model_dir(name, Path(models_dir)))

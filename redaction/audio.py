@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import BinaryIO, Literal, Self
 
 import av
 import numpy as np
@@ -114,9 +114,8 @@ def probe(path: Path, *, max_seconds: float) -> AudioInfo:
     return result
 
 
-def _walk_chunks(name: str, fh: object, size: int) -> tuple[int, int, int]:
+def _walk_chunks(name: str, fh: BinaryIO, size: int) -> tuple[int, int, int]:
     """Return (format tag, declared data bytes, offset of data) from the RIFF chunk list."""
-    assert hasattr(fh, "read") and hasattr(fh, "seek")
     pos = 12
     fmt_tag: int | None = None
     while pos + 8 <= size:

@@ -13,6 +13,7 @@ minute wait") stay.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -114,7 +115,6 @@ class DetectPolicy:
     context_seconds: float = 8.0
     cue_window_seconds: float = 3.0
     cue_gap: float = 0.5
-    cue_always: bool = False
     unsure_below: float = 0.5
     grow_gap: float = 0.5
     grow_seconds: float = 2.0
@@ -131,6 +131,9 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
     policy = policy or DetectPolicy()
     ws = sorted(words, key=lambda w: (w.start, w.channel))
     toks = [normalise(w.text) for w in ws]
+    lanes: dict[int, list[int]] = {}  # each channel's word indices, in time order
+    for i, w in enumerate(ws):
+        lanes.setdefault(w.channel, []).append(i)
     spans: list[Span] = []
     covered_cues: set[int] = set()
     for run in _runs_per_channel(ws, toks):
@@ -143,7 +146,7 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
             end = _extend_for_missing(ws, run.last, end + missing * _SECONDS_PER_DIGIT)
         if label == "ADDRESS":
             end = max(end, _street_end(ws, toks, run.last))
-        start, end = _grow(ws, toks, run, start, end, policy)
+        start, end = _grow(ws, toks, lanes, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
         covered_cues.update(_cues_before(ws, toks, run.first, policy))
     spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
@@ -151,17 +154,16 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
     return sorted(spans, key=lambda s: (s.channel, s.start))
 
 
-def _grow(ws: Sequence[Word], toks: Sequence[str], run: NumberRun, start: float, end: float,
-          policy: DetectPolicy) -> tuple[float, float]:
+def _grow(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]], run: NumberRun,
+          start: float, end: float, policy: DetectPolicy) -> tuple[float, float]:
     """Widen a sensitive run over the words the recogniser was unsure of around it.
 
     When a model mis-hears part of a digit string it writes look-alike words with low
     confidence ("havenated 0 .83"): those belong to the value. Growth stops at a confident
     word, a pause, or `policy.grow_seconds`.
     """
-    ch = ws[run.first].channel
-    same = [i for i in range(len(ws)) if ws[i].channel == ch]
-    pos_first, pos_last = same.index(run.first), same.index(run.last)
+    same = lanes[ws[run.first].channel]
+    pos_first, pos_last = bisect_left(same, run.first), bisect_left(same, run.last)
     edge = ws[run.last].end
     for i in same[pos_last + 1:]:
         w = ws[i]
@@ -337,9 +339,8 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
 
     The answer is the speech after the cue up to the next pause (`cue_gap`) and at most
     `cue_window_seconds`; after a question, or when the other party speaks first, it is
-    the other channel's next phrase. By default this applies only when no number was
-    heard after the cue (the recogniser turned the digits into words); with
-    `cue_always` it applies to every cue.
+    the other channel's next phrase. It applies only when no number was heard after the
+    cue (the recogniser turned the digits into words).
     """
     out: list[Span] = []
     for i in range(len(ws)):
@@ -347,7 +348,7 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
         m = _STRONG_CUE.search(pair)
         if m is None or m.end() < len(pair) - len(toks[i]):
             continue
-        if i in covered and not policy.cue_always:
+        if i in covered:
             continue
         t_cue = ws[i].end
         if any(s.start <= t_cue + policy.cue_window_seconds and s.end >= t_cue for s in muted):

@@ -175,12 +175,14 @@ def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
     """
     out: list[Span] = []
     steps = int(limit / _FRAME)
+    # One voiced mask per channel, not per span: an hour holds 360 000 frames.
+    masks = [_bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4, int(bridge / _FRAME))
+             if len(env) else None for env in envelopes]
     for s in spans:
-        env = envelopes[s.channel]
-        if len(env) == 0:
+        env, voiced = envelopes[s.channel], masks[s.channel]
+        if voiced is None:
             out.append(s)
             continue
-        voiced = _bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4, int(bridge / _FRAME))
         a = min(len(env) - 1, int(s.start / _FRAME))
         b = min(len(env) - 1, int(s.end / _FRAME))
         lo, hi = a, b
@@ -193,16 +195,15 @@ def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
 
 
 def _bridged(voiced: npt.NDArray[np.bool_], gap: int) -> npt.NDArray[np.bool_]:
-    """`voiced` with every unvoiced run of at most `gap` frames filled in."""
+    """`voiced` with every unvoiced run of at most `gap` frames between voiced ones filled."""
     out = voiced.copy()
-    run = 0
-    for i, v in enumerate(voiced):
-        if v:
-            if 0 < run <= gap and i - run > 0:
-                out[i - run:i] = True
-            run = 0
-        else:
-            run += 1
+    edges = np.flatnonzero(np.diff(voiced.astype(np.int8)))
+    falls = edges[voiced[edges]] + 1    # first unvoiced frame after speech
+    rises = edges[~voiced[edges]] + 1   # first voiced frame after a pause
+    nxt = np.searchsorted(rises, falls)
+    for start, k in zip(falls, nxt, strict=True):
+        if k < len(rises) and rises[k] - start <= gap:
+            out[start:rises[k]] = True
     return out
 
 
