@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from callvault import wiring
-from callvault.config import ConfigError, Settings, load_settings
+from callvault import cli_vault, wiring
+from callvault.cli_common import ConfigOption, err, fail, settings_from
 from redaction import report
 from redaction.errors import InputMissing, RedactionError, VerificationFailed
 
@@ -30,23 +29,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_err = Console(stderr=True, highlight=False)
+_err = err
+_fail = fail
+_settings = settings_from
 EXIT_INTERNAL = 70
-
-ConfigOption = Annotated[Path | None, typer.Option(
-    "--config", help="TOML settings file (also CALLVAULT_CONFIG).", show_default=False)]
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"callvault: error: {message}", markup=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _settings(config: Path | None, **overrides: object) -> Settings:
-    try:
-        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
 
 
 def _expand(inputs: list[Path]) -> list[Path]:
@@ -202,6 +188,9 @@ def demo(
     except RedactionError as exc:
         raise _fail(str(exc), exc.exit_code) from None
     raise typer.Exit(code)
+
+
+cli_vault.register(app)
 
 
 def main() -> None:

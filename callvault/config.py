@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,6 +66,45 @@ class Settings(BaseSettings):
     custom_terms: dict[str, list[str]] = Field(
         default_factory=dict,
         description="extra labels: {LABEL = [phrases]}, each phrase redacted wherever said")
+
+
+    # --- the vault (PostgreSQL, S3, keys, jobs) ---
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL DSN; unset starts the embedded server in the state dir")
+    s3_endpoint_url: str | None = Field(
+        None, description="any S3 endpoint; unset starts the embedded SeaweedFS on loopback")
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{2,32}$")
+    s3_bucket: str = Field("callvault", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_object_lock: bool = Field(
+        True, description="create the bucket with object lock where the backend supports it")
+    seaweedfs_s3_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8333, description="loopback S3 port of the embedded SeaweedFS (0 picks a free one)")
+    key_provider: Literal["local", "kms"] = "local"
+    keyring_file: Path | None = Field(
+        None, description="local keyring (0600); default keys/keyring.json in the state dir")
+    kms_raw_key_id: str | None = Field(None, description="KMS key for raw audio")
+    kms_redacted_key_id: str | None = Field(
+        None, description="KMS key for redacted audio and transcripts")
+    kms_endpoint_url: str | None = None
+    kms_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{2,32}$")
+    retention_days: Annotated[int, Field(ge=0, le=36500)] = Field(
+        0, description="days a stored recording may not be purged (object lock where supported)")
+    audit_head_interval_seconds: Annotated[float, Field(ge=1, le=86400)] = 300.0
+    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    job_max_attempts: Annotated[int, Field(ge=1, le=100)] = 20
+    job_retry_base_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+    job_stalled_seconds: Annotated[float, Field(ge=5, le=86400)] = Field(
+        30.0, description="a job whose worker sent no heartbeat for this long is run again")
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.keyring_file or self.state_dir / "keys" / "keyring.json"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
 
     @field_validator("custom_terms")
     @classmethod

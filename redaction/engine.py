@@ -66,8 +66,13 @@ class Outcome:
 
 
 def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfig,
-                progress: Progress | None = None) -> Outcome:
-    """Redact `src` into `out`; `out` appears only if verification passed."""
+                progress: Progress | None = None, *, direct: bool = False) -> Outcome:
+    """Redact `src` into `out`; `out` appears only if verification passed.
+
+    With `direct`, `out` is an existing file the caller owns (the vault passes an
+    anonymous in-memory file so no plaintext touches a disk) and is written in place; the
+    caller must discard it when this raises.
+    """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     info = probe(src, max_seconds=cfg.max_duration)
@@ -92,6 +97,12 @@ def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfi
     spans = _finalise([*snapped, *dtmf_spans], info, cfg)
     timings["detect"] = time.perf_counter() - t1
 
+    if direct:
+        _write_muted(src, out, info, spans, cfg)
+        spans, verification = _verify(out, src, info, spans, transcriber, cfg)
+        timings["total"] = time.perf_counter() - t0
+        report(1.0)
+        return Outcome(info, tuple(words), tuple(spans), verification, timings)
     try:  # 0600 temporary beside the output, renamed into place only once verified
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial",

