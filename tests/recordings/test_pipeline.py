@@ -178,12 +178,13 @@ def test_worker_killed_mid_job(vault: Vault, settings: Settings, sample: Path,
            "CALLVAULT_S3_ACCESS_KEY_ID": access_key,
            "CALLVAULT_S3_SECRET_ACCESS_KEY": secret_key,
            "CALLVAULT_S3_BUCKET": vault.store.bucket,
-           "CALLVAULT_KEYRING_FILE": str(vault.keys.path),  # type: ignore[attr-defined]
+           "CALLVAULT_KEYRING_FILE": str(tmp_path / "keys" / "keyring.json"),  # the fixture's
            "CALLVAULT_JOB_STALLED_SECONDS": "6"}
     env.pop("CALLVAULT_CONFIG", None)
+    log_file = (tmp_path / "worker.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-c", "from callvault.cli import main; main()",
                              "worker"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=log_file, start_new_session=True)
     try:
         wait_for(lambda: any(j["task_name"] == "callvault.redact" and j["status"] == "doing"
                              for j in jobs(vault.dsn, reg.recording_id)), 180,
@@ -194,6 +195,7 @@ def test_worker_killed_mid_job(vault: Vault, settings: Settings, sample: Path,
     finally:
         if proc.poll() is None:
             proc.kill()
+        log_file.close()
     assert status(vault.dsn, reg.recording_id) == "processing"
     with BackgroundWorker(rt):
         wait_for(lambda: status(vault.dsn, reg.recording_id) in ("stored", "failed"), 300,
