@@ -21,6 +21,7 @@ from callvault import cli_vault, wiring
 from callvault.cli_common import ConfigOption, err, fail, settings_from
 from redaction import report
 from redaction.errors import InputMissing, RedactionError, VerificationFailed
+from storage.errors import StorageError
 
 app = typer.Typer(
     name="callvault",
@@ -177,15 +178,21 @@ def demo(
     workdir: Annotated[Path | None, typer.Option(
         help="Where to write the sample call and results (default: STATE_DIR/demo).",
         show_default=False)] = None,
+    vault: Annotated[bool, typer.Option(
+        help="Then ingest the call into the vault and show QA and compliance access.")
+    ] = True,
     config: ConfigOption = None,
 ) -> None:
-    """Synthesize a sample call with espeak-ng, redact it, and show where the files went."""
+    """Synthesize a sample call with espeak-ng, redact it, then run it through the vault."""
     from callvault import demo as demo_mod
 
     settings = _settings(config)
+    where = workdir or settings.state_dir / "demo"
     try:
-        code = demo_mod.run(settings, workdir or settings.state_dir / "demo", _err)
-    except RedactionError as exc:
+        code = demo_mod.run(settings, where, _err)
+        if code == 0 and vault:
+            code = demo_mod.run_vault(settings, where, _err)
+    except (RedactionError, StorageError) as exc:
         raise _fail(str(exc), exc.exit_code) from None
     raise typer.Exit(code)
 

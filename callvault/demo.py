@@ -129,3 +129,84 @@ def run(settings: Settings, workdir: Path, console: Console) -> int:
     console.print(f"\nfiles:\n  original  {sample}\n  redacted  {out}\n  report    {rep}",
                   markup=False)
     return 0
+
+
+def run_vault(settings: Settings, workdir: Path, console: Console) -> int:
+    """The same call through the vault: ingest, pipeline, QA and compliance access, the
+    access log. Runs on the embedded PostgreSQL and SeaweedFS unless configured away."""
+    import secrets
+    import shutil
+
+    from callvault import services
+    from recordings import pipeline
+    from storage.access import UserRole
+    from storage.errors import AccessDenied, StorageError
+
+    inbox = workdir / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    src = inbox / "sample-call.wav"
+    shutil.copyfile(workdir / "sample-call.wav", src)
+    console.print("\n4. starting the vault (PostgreSQL, SeaweedFS S3) ...", markup=False)
+    with services.services(settings) as svc:
+        users = svc.db.users
+        passwords = {}
+        demo_users: tuple[tuple[str, UserRole], ...] = (
+            ("demo-qa", "qa"), ("demo-compliance", "compliance"))
+        for name, role in demo_users:
+            passwords[name] = secrets.token_urlsafe(18)
+            try:
+                users.add(name, role, passwords[name])
+            except StorageError:
+                users.set_password(name, passwords[name])
+        qa = users.authenticate("demo-qa", passwords["demo-qa"])
+        compliance = users.authenticate("demo-compliance", passwords["demo-compliance"])
+        rt = svc.runtime()
+        reg = pipeline.register(rt, src, agent="demo-agent")
+        console.print(f"5. ingested as recording {reg.recording_id}; the source file is "
+                      f"{'gone' if not src.exists() else 'still there'}, an encrypted copy "
+                      "waits in the spool", markup=False)
+        console.print("6. pipeline: upload raw, transcribe, redact, verify, store ...",
+                      markup=False)
+
+        async def drain() -> None:
+            app = pipeline.build_app(rt)
+            async with app.open_async():
+                await pipeline.run_worker(
+                    rt, app, install_signal_handlers=False,
+                    stop=lambda: pipeline.recording_state(rt.dsn, reg.recording_id)
+                    in ("stored", "failed"))
+
+        import asyncio
+        asyncio.run(drain())
+        state = pipeline.recording_state(rt.dsn, reg.recording_id)
+        console.print(f"   recording {state}", markup=False)
+        if state != "stored":
+            return 9
+        vault = svc.vault
+        doc = json.loads(vault.read_all(qa, reg.recording_id, "transcript",
+                                        origin="demo"))
+        for channel in doc["channels"]:
+            who = "agent " if channel["channel"] == 0 else "caller"
+            console.print(f"   QA reads, {who}: {channel['text']}", markup=False,
+                          soft_wrap=True)
+        (workdir / "vault-redacted.wav").write_bytes(
+            vault.read_all(qa, reg.recording_id, "redacted", origin="demo"))
+        try:
+            vault.read_all(qa, reg.recording_id, "raw", origin="demo")
+        except AccessDenied as exc:
+            console.print(f"7. QA asking for the raw audio: refused ({exc})", markup=False)
+        raw = vault.read_all(compliance, reg.recording_id, "raw", origin="demo",
+                             reason="demo: compliance review of the sample call")
+        console.print(f"8. compliance, with a reason: raw audio, {len(raw)} bytes",
+                      markup=False)
+        result = svc.db.log.verify()
+        console.print(f"9. access log: {result.checked} entries, chain "
+                      f"{'intact' if result.ok else 'BROKEN'}; the latest:", markup=False)
+        for row in reversed(svc.db.log.show(recording_id=reg.recording_id, limit=6)):
+            console.print(f"   {row.at:%H:%M:%S} {row.actor:<18} {row.role:<10} "
+                          f"{row.action:<9} {row.variant or '-':<10} {row.outcome}",
+                          markup=False)
+        svc.db.log.write_head(svc.store.put_bytes)
+    console.print(f"\nredacted copy from the vault: {workdir / 'vault-redacted.wav'}",
+                  markup=False)
+    return 0 if result.ok else 27
