@@ -1,0 +1,83 @@
+"""`callvault serve` as a process: it runs the pipeline for recordings registered by
+another process, writes the access log's chain head to S3, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from callvault.demo import make_sample
+from storage.db import EmbeddedPostgres, connect
+from storage.s3 import EmbeddedSeaweed
+from tests.storage.pg_fixture import fresh_database
+from tests.storage.seaweed_fixture import drop_bucket, raw_client
+
+CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
+
+
+def _env(tmp_path: Path, dsn: str, seaweed: EmbeddedSeaweed, bucket: str) -> dict[str, str]:
+    access, secret = seaweed.credentials
+    env = {**os.environ,
+           "CALLVAULT_STATE_DIR": str(tmp_path / "state"),
+           "CALLVAULT_DATABASE_URL": dsn,
+           "CALLVAULT_S3_ENDPOINT_URL": seaweed.endpoint_url,
+           "CALLVAULT_S3_ACCESS_KEY_ID": access,
+           "CALLVAULT_S3_SECRET_ACCESS_KEY": secret,
+           "CALLVAULT_S3_BUCKET": bucket,
+           "CALLVAULT_AUDIT_HEAD_INTERVAL_SECONDS": "1"}
+    env.pop("CALLVAULT_CONFIG", None)
+    return env
+
+
+def test_serve_runs_jobs_writes_heads_and_stops(tmp_path: Path, pg_server: EmbeddedPostgres,
+                                                seaweed: EmbeddedSeaweed) -> None:
+    """A recording ingested with --no-wait is stored by a running `serve`; the chain head
+    reaches S3; SIGTERM ends `serve` with exit 0."""
+    dsn = fresh_database(pg_server)
+    bucket = f"serve-{uuid.uuid4().hex[:10]}"
+    env = _env(tmp_path, dsn, seaweed, bucket)
+    call = tmp_path / "call.wav"
+    make_sample(call)
+    ingest = subprocess.run([*CLI, "ingest", str(call), "--no-wait", "--call-id", "s-1"],
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert ingest.returncode == 0, ingest.stderr
+    rid = uuid.UUID(ingest.stdout.split()[0])
+    assert ingest.stdout.split()[1] == "queued"
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 300
+        state = None
+        while time.monotonic() < deadline:
+            with connect(dsn) as conn:
+                row = conn.execute("SELECT status FROM recordings WHERE id = %s",
+                                   (rid,)).fetchone()
+            state = row["status"] if row else None
+            if state in ("stored", "failed"):
+                break
+            time.sleep(0.5)
+        assert state == "stored"
+        time.sleep(2.5)  # at least one head interval
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    client = raw_client(seaweed)
+    try:
+        heads = client.list_objects_v2(Bucket=bucket, Prefix="audit/heads/")
+    finally:
+        client.close()
+    assert heads.get("KeyCount", 0) >= 1
+    verify = subprocess.run([*CLI, "audit", "verify"], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    drop_bucket(seaweed, bucket)
+    assert verify.returncode == 0, verify.stderr
+    assert "intact" in verify.stdout
