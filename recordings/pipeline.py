@@ -45,7 +45,12 @@ from procrastinate.sync_psycopg_connector import SyncPsycopgConnector
 
 from redaction.audio import probe
 from redaction.engine import Outcome, RedactConfig, redact_file
-from redaction.errors import RedactionError, VerificationFailed
+from redaction.errors import (
+    ModelUnavailable,
+    OutputError,
+    RedactionError,
+    VerificationFailed,
+)
 from redaction.spans import redacted_words
 from redaction.transcribe import Transcriber
 from storage import crypto
@@ -60,7 +65,8 @@ log = logging.getLogger("callvault.pipeline")
 REDACT_QUEUE = "redact"
 TRANSCRIPT_SCHEMA = "callvault.transcript/1"
 _SCHEMA_LOCK = 0x63767071  # advisory lock id for the job schema
-_TRANSIENT = (StorageUnavailable, KeyUnavailable, OSError)
+# worth trying again later: storage, keys, the model files or memory may come back
+_TRANSIENT = (StorageUnavailable, KeyUnavailable, OSError, ModelUnavailable, OutputError)
 
 
 def node_name() -> str:
@@ -259,6 +265,8 @@ def redact(rt: Runtime, recording_id: uuid.UUID) -> None:
         except VerificationFailed:
             _fail(rt.dsn, recording_id, "redaction could not be proven; raw kept encrypted")
             return
+        except (ModelUnavailable, OutputError):
+            raise  # retried: not the recording's fault
         except RedactionError as exc:
             _fail(rt.dsn, recording_id, f"unusable audio ({type(exc).__name__})")
             return

@@ -124,6 +124,12 @@ class Vault:
                 ) -> tuple[uuid.UUID, bytes]:
         """Insert the `pending` row of an object inside the caller's transaction and return
         its id and data key; an existing pending row is reused (a repeated job)."""
+        rec = conn.execute("SELECT status FROM recordings WHERE id = %s FOR SHARE",
+                           (recording_id,)).fetchone()
+        if rec is None:
+            raise NotFound(f"no recording {recording_id}")
+        if rec["status"] == "purged":
+            raise NotFound(f"recording {recording_id} was purged")
         row = conn.execute(
             "SELECT id, kek_id, wrapped_key, state FROM objects"
             " WHERE recording_id = %s AND variant = %s", (recording_id, variant)).fetchone()
