@@ -14,22 +14,25 @@ import dataclasses
 import getpass
 import json
 import os
+import re
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from typer.exceptions import TyperException
 
 from callvault import services as svc
 from callvault.cli_common import ConfigOption, err, fail, settings_from
 from recordings import pipeline
 from redaction.errors import RedactionError
 from storage.access import Principal
-from storage.errors import StorageError
+from storage.audit import AuditEvent
+from storage.errors import AccessDenied, StorageError
 
 users_app = typer.Typer(help="Vault users and their roles.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
@@ -63,18 +66,48 @@ def _password(stdin: bool, prompt: str = "Password: ") -> str:
     return getpass.getpass(prompt)
 
 
+_EXIT_INTERNAL = 70  # as cli.EXIT_INTERNAL (cli imports this module, not the reverse)
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """Storage and audio errors become one line and their exit code."""
+    """Storage and audio errors become one line and their exit code; anything else one
+    line naming only its type, because a driver's message can quote a DSN or CPNI."""
     try:
         yield
     except (StorageError, RedactionError) as exc:
         raise fail(str(exc), exc.exit_code) from None
+    except (typer.Exit, typer.Abort, TyperException):
+        raise
+    except Exception as exc:
+        raise fail(f"internal error ({type(exc).__name__})", _EXIT_INTERNAL) from None
 
 
 def _sign_in(db: svc.Database, name: str, stdin: bool) -> Principal:
-    principal: Principal = db.users.authenticate(name, _password(stdin))
+    """Authenticate, and put a failed sign-in on the access log (the typed name only if
+    it is a possible user name: people sometimes type a password into the name)."""
+    return _sign_in_with(db, name, _password(stdin))
+
+
+def _sign_in_with(db: svc.Database, name: str, password: str) -> Principal:
+    try:
+        principal: Principal = db.users.authenticate(name, password)
+    except AccessDenied:
+        shown = name if _USER_NAME.match(name) else "(not a user name)"
+        db.log.append(AuditEvent(actor=shown, role="unknown", action="sign_in",
+                                 outcome="denied", origin=_origin()))
+        raise
     return principal
+
+
+_USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+
+
+def _operator(db: svc.Database, action: str) -> None:
+    """Log a metadata command run by the local operator (who reaches the database
+    directly, so holds no vault role): the OS user and host are the actor."""
+    db.log.append(AuditEvent(actor=_origin(), role="operator", action=action, outcome="ok",
+                             origin=_origin()))
 
 
 def _recording_id(text: str) -> uuid.UUID:
@@ -194,10 +227,8 @@ def recordings_list(
     """List recordings (ids, status, agent, times, redaction summary; never audio)."""
     settings = settings_from(config)
     with _errors(), svc.database(settings) as db:
-        from storage.audit import AuditEvent
         from storage.db import connect
-        db.log.append(AuditEvent(actor=_origin(), role="admin", action="list", outcome="ok",
-                                 origin=_origin()))
+        _operator(db, "list")
         with connect(db.dsn) as conn:
             rows = conn.execute(
                 "SELECT r.id, r.call_id, r.agent, r.status, r.duration_seconds, r.channels,"
@@ -247,17 +278,18 @@ def recordings_get(
     rid = _recording_id(recording_id)
     with _errors(), svc.services(settings) as s:
         principal = _sign_in(s.db, user, password_stdin)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as sink, s.vault.open(
-                    principal, rid, variant, reason=reason, origin=_origin()) as plain:
-                for chunk in iter(lambda: plain.read(1 << 20), b""):
-                    sink.write(chunk)
-            os.replace(tmp, out)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        # the policy and the log first: a refusal leaves nothing behind, not even a folder
+        with s.vault.open(principal, rid, variant, reason=reason, origin=_origin()) as plain:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+            try:
+                with os.fdopen(fd, "wb") as sink:
+                    for chunk in iter(lambda: plain.read(1 << 20), b""):
+                        sink.write(chunk)
+                os.replace(tmp, out)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
     err.print(f"wrote {out.name}", markup=False)
 
 
@@ -314,7 +346,8 @@ def users_add(
         help="An admin authorising this (not needed for the very first admin).",
         show_default=False)] = None,
     admin_password_stdin: Annotated[bool, typer.Option(
-        help="Read the admin's password from stdin (second line).")] = False,
+        help="Read the admin's password from stdin (the line after the new password's, "
+             "when --password-stdin is given too).")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Add a user. The password is read from stdin or asked twice on a terminal."""
@@ -344,9 +377,15 @@ def _authorise_admin(db: svc.Database, admin: str | None, stdin: bool,
         if bootstrap_role == "admin" and not db.users.list():
             return Principal("bootstrap", "admin")
         raise fail("--admin NAME is required (an existing admin authorises this)", 2)
-    principal = db.users.authenticate(admin, _password(stdin, f"Password for {admin}: "))
+    principal = _sign_in_with(db, admin, _password(stdin, f"Password for {admin}: "))
     from storage.access import authorize
-    authorize(principal, "manage_users")
+    try:
+        authorize(principal, "manage_users")
+    except AccessDenied as exc:
+        db.log.append(AuditEvent(actor=principal.name, role=principal.role,
+                                 action="manage_users", outcome="denied", origin=_origin(),
+                                 detail=str(exc)))
+        raise
     return principal
 
 
@@ -355,6 +394,7 @@ def users_list(config: ConfigOption = None) -> None:
     """List users and roles (never a password hash)."""
     settings = settings_from(config)
     with _errors(), svc.database(settings) as db:
+        _operator(db, "list_users")
         for u in db.users.list():
             typer.echo(f"{u.name}\t{u.role}\t{'disabled' if u.disabled else 'active'}")
 
@@ -387,8 +427,13 @@ def audit_verify(config: ConfigOption = None) -> None:
         result = db.log.verify()
         head_problem = None
         if result.ok:
-            with contextlib.suppress(StorageError), svc.object_store(settings) as store:
-                head_problem = _check_heads(db, store)
+            try:
+                with svc.object_store(settings) as store:
+                    head_problem = _check_heads(db, store)
+            except StorageError as exc:
+                raise fail(f"the database chain is intact ({result.checked} entries) but "
+                           f"its head in S3 could not be checked: {exc}", exc.exit_code
+                           ) from None
     if not result.ok:
         raise fail(f"access log broken at entry {result.first_bad_seq}: {result.problem} "
                    f"({result.checked} entries checked)", 27)
@@ -398,11 +443,15 @@ def audit_verify(config: ConfigOption = None) -> None:
 
 
 def _check_heads(db: svc.Database, store: object) -> str | None:
-    from storage.errors import AuditChainBroken
+    from storage.errors import AuditChainBroken, NotFound
     from storage.s3 import ObjectStore
     assert isinstance(store, ObjectStore)
-    key = store.latest_key("audit/heads/")
+    try:
+        key = store.latest_key("audit/heads/")
+    except NotFound:  # no bucket yet: nothing was ever stored, no head was ever written
+        key = None
     if key is None:
+        err.print("no chain head in S3 yet to compare with", markup=False)
         return None
     try:
         db.log.check_against_head(store.get_bytes(key))
@@ -417,11 +466,11 @@ def audit_show(
                     ] = None,
     recording: Annotated[str | None, typer.Option(help="Only this recording id.",
                                                   show_default=False)] = None,
-    since: Annotated[datetime | None, typer.Option(help="From (ISO time).",
-                                                   show_default=False)] = None,
-    until: Annotated[datetime | None, typer.Option(help="Until (ISO time).",
-                                                   show_default=False)] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100000)] = 100,
+    since: Annotated[datetime | None, typer.Option(
+        help="From (ISO time in UTC, as shown here).", show_default=False)] = None,
+    until: Annotated[datetime | None, typer.Option(
+        help="Until, exclusive (ISO time in UTC).", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -429,7 +478,9 @@ def audit_show(
     settings = settings_from(config)
     rid = _recording_id(recording) if recording else None
     with _errors(), svc.database(settings) as db:
-        rows = db.log.show(user=user, recording_id=rid, since=since, until=until, limit=limit)
+        _operator(db, "audit")
+        rows = db.log.show(user=user, recording_id=rid, since=_utc(since), until=_utc(until),
+                           limit=limit)
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2, default=str))
         return
@@ -437,6 +488,11 @@ def audit_show(
         typer.echo(f"{r.seq:>6} {r.at:%Y-%m-%d %H:%M:%S} {r.actor:<20} {r.role:<10} "
                    f"{r.action:<12} {r.outcome:<8} {r.recording_id or '-'} "
                    f"{r.variant or '-'} {r.reason or ''}")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """The command line's times carry no offset; they are UTC, like the times shown."""
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def register(app: typer.Typer) -> None:

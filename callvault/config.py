@@ -106,6 +106,18 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
 
+    @field_validator("database_url")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from psycopg.conninfo import conninfo_to_dict
+            try:
+                conninfo_to_dict(value.get_secret_value())
+            except Exception:  # the driver's message quotes the value: never show it
+                raise ValueError("not a PostgreSQL connection string (value not shown)") \
+                    from None
+        return value
+
     @field_validator("custom_terms")
     @classmethod
     def _labels_are_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -80,6 +80,8 @@ def connect(dsn: str, *, autocommit: bool = False, timeout: float = 5.0) -> Conn
                                application_name="callvault")
     except psycopg.OperationalError:
         raise StorageUnavailable("PostgreSQL unreachable; nothing was read or written") from None
+    except psycopg.ProgrammingError:  # its message can quote the DSN, password included
+        raise StorageError("the PostgreSQL connection string is malformed") from None
 
 
 @contextmanager
