@@ -226,3 +226,25 @@ def test_postgres_down_reads_fail_closed(tmp_path: Path, object_store: ObjectSto
     with pytest.raises(StorageUnavailable):
         v.read_all(QA, rid, "redacted")
 
+
+
+def test_registration_is_one_transaction(vault: Vault, settings: Settings, sample: Path,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """If enqueueing the job fails, the recording row, its object row and the spool copy
+    are all gone and the source is kept: registration is all or nothing."""
+    rt = runtime(vault, settings, tmp_path / "spool")
+    src = _copy(sample, tmp_path)
+
+    def broken(_app: object) -> object:
+        raise StorageUnavailable("job queue unreachable (test)")
+
+    monkeypatch.setattr(pipeline, "store_raw_task", broken)
+    with pytest.raises(StorageUnavailable):
+        _register(rt, src, call_id="tx-1")
+    assert src.exists()
+    assert list((tmp_path / "spool").iterdir()) == []
+    with connect(vault.dsn) as conn:
+        rec = conn.execute("SELECT count(*) AS n FROM recordings").fetchone()
+        obj = conn.execute("SELECT count(*) AS n FROM objects").fetchone()
+    assert rec is not None and rec["n"] == 0 and obj is not None and obj["n"] == 0

@@ -227,3 +227,23 @@ def test_vault_over_kms(pg_dsn: str, object_store: ObjectStore) -> None:
         client.close()
     finally:
         server.stop()
+
+
+def test_retention_locks_object_versions(vault: Vault, seaweed: object) -> None:
+    """With retention_days set and an object-lock bucket, every stored version carries a
+    GOVERNANCE retention date, so S3 itself refuses to delete it early."""
+    from tests.storage.seaweed_fixture import raw_client
+    locked = Vault(vault.dsn, vault.store, vault.keys, vault.log, retention_days=3,
+                   object_lock=True)
+    rid = new_recording(vault.dsn)
+    locked.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    obj = locked.get_object(rid, "redacted")
+    client = raw_client(seaweed)  # type: ignore[arg-type]
+    try:
+        ret = client.get_object_retention(Bucket=vault.store.bucket, Key=obj.s3_key,
+                                          VersionId=obj.version_id or "")
+    finally:
+        client.close()
+    assert ret["Retention"]["Mode"] == "GOVERNANCE"
+    until = ret["Retention"]["RetainUntilDate"]
+    assert timedelta(days=2) < until - datetime.now(UTC) <= timedelta(days=3)
