@@ -247,3 +247,21 @@ def test_retention_locks_object_versions(vault: Vault, seaweed: object) -> None:
     assert ret["Retention"]["Mode"] == "GOVERNANCE"
     until = ret["Retention"]["RetainUntilDate"]
     assert timedelta(days=2) < until - datetime.now(UTC) <= timedelta(days=3)
+
+
+def test_locked_objects_still_dedupe_and_purge(vault: Vault) -> None:
+    """Under object lock, a retried upload still ends with one version, and once the
+    recording's retention date (the database's) has passed, purge removes every version."""
+    locked = Vault(vault.dsn, vault.store, vault.keys, vault.log, retention_days=3,
+                   object_lock=True)
+    rid = new_recording(vault.dsn, retain_until=datetime.now(UTC) - timedelta(seconds=1))
+    locked.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    obj = locked.get_object(rid, "redacted")
+    with connect(vault.dsn) as conn:  # the worker died before marking it stored
+        conn.execute("UPDATE objects SET state = 'pending' WHERE id = %s", (obj.id,))
+        conn.commit()
+    locked.put_plaintext(rid, "redacted", io.BytesIO(REDACTED), len(REDACTED))
+    assert len(locked.store.list_versions(obj.s3_key)) == 1
+    result = locked.purge(COMPLIANCE, rid, "retention period over, routine purge")
+    assert result.objects_shredded == 1
+    assert locked.store.list_versions(obj.s3_key) == []
