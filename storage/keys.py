@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from callvault.config import Settings
 
-Purpose = Literal["raw", "redacted", "audit"]
+Purpose = Literal["raw", "redacted", "audit", "customer"]
 PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
 
 
@@ -101,7 +101,7 @@ def _check_purpose(purpose: str) -> None:
 # --- the local keyring -----------------------------------------------------------------
 
 _FORMAT = "callvault-keyring/1"
-_LOCAL_ID = re.compile(r"^local:(raw|redacted|audit):([1-9][0-9]{0,8})$")
+_LOCAL_ID = re.compile(r"^local:(raw|redacted|audit|customer):([1-9][0-9]{0,8})$")
 _NONCE = 12
 _WRAPPED_SIZE = _NONCE + KEY_SIZE + 16
 
@@ -341,7 +341,8 @@ class KmsKeyProvider:
             raise StorageError("raw and redacted audio need different KMS keys")
         self._client = client
         self._keys: dict[Purpose, str] = {"raw": raw_key_id, "redacted": redacted_key_id,
-                                          "audit": audit_key_id or redacted_key_id}
+                                          "audit": audit_key_id or redacted_key_id,
+                                          "customer": redacted_key_id}
         self._arns: dict[str, str] = {}
 
     def generate_data_key(self, purpose: Purpose) -> tuple[bytes, WrappedKey]:

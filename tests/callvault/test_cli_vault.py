@@ -418,8 +418,8 @@ def test_keys_rotate_keeps_every_copy_readable(cli: VaultCli, recording: Ingeste
     proc = cli.run("keys", "rotate", "--admin", "root", "--password-stdin",
                    stdin=PASSWORDS["root"] + "\n")
     assert proc.returncode == 0, proc.stderr
-    new_ids = set(re.findall(r"local:(?:raw|redacted|audit):\d+", proc.stdout))
-    assert len(new_ids) == 3 and not new_ids & old_keks, proc.stdout
+    new_ids = set(re.findall(r"local:(?:raw|redacted|audit|customer):\d+", proc.stdout))
+    assert len(new_ids) == 4 and not new_ids & old_keks, proc.stdout
     assert _kek_ids(cli.dsn) <= new_ids and _kek_ids(cli.dsn).isdisjoint(old_keks)
 
     after = cli.root / "rotate" / "after.wav"

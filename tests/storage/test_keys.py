@@ -66,10 +66,10 @@ def test_local_data_key_round_trip(ring_path: Path) -> None:
 
 
 def test_purposes_use_different_keks(ring_path: Path) -> None:
-    """raw, redacted and audit have different KEK material."""
+    """raw, redacted, audit and customer have different KEK material."""
     LocalKeyring(ring_path).current_key_id("raw")
     materials = {k["material"] for k in json.loads(ring_path.read_text())["keys"]}
-    assert len(materials) == 3
+    assert len(materials) == 4
 
 
 def test_local_purpose_mismatch_fails(ring_path: Path) -> None:
@@ -87,7 +87,8 @@ def test_rotate_adds_versions_and_old_keys_still_unwrap(ring_path: Path) -> None
     """rotate makes version 2 current for every purpose; version-1 wraps still open."""
     ring = LocalKeyring(ring_path)
     dek, old = ring.generate_data_key("raw")
-    assert ring.rotate() == ["local:raw:2", "local:redacted:2", "local:audit:2"]
+    assert ring.rotate() == ["local:raw:2", "local:redacted:2", "local:audit:2",
+                             "local:customer:2"]
     assert ring.current_key_id("raw") == "local:raw:2"
     assert ring.unwrap(old, "raw") == dek
     _, fresh = ring.generate_data_key("raw")
