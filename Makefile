@@ -3,15 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages: espeak-ng and sox make the test speech and the demo call;
-# libsndfile1 backs soundfile (its wheel bundles one, the system copy is the fallback).
-APT_PACKAGES := espeak-ng sox libsndfile1
+# libsndfile1 backs soundfile (its wheel bundles one, the system copy is the fallback);
+# debootstrap builds the Asterisk sandbox's chroot; sip-tester is SIPp, the test phones.
+APT_PACKAGES := espeak-ng sox libsndfile1 debootstrap sip-tester
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install apt venv demo test lint typecheck pytest bench clean
+.PHONY: all install apt venv asterisk demo test lint typecheck pytest bench clean
 
 all: install
 
-install: apt venv
+install: apt venv asterisk
+
+# The Asterisk 22 chroot (Debian unstable, from this machine's apt mirror), built once
+# into the cache dir; `callvault asterisk up` starts it.
+asterisk: apt venv
+	$(BIN)/callvault asterisk create
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -24,11 +24,18 @@ from pydantic_settings import (
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("callvault_config_file", default=None)
 _LABEL = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+_ENDPOINT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_RESERVED_ENDPOINTS = {"callers", "callers-identify", "transport-udp", "global", "system"}
 
 
 def _default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "callvault"
+
+
+def _default_asterisk_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "callvault" / "asterisk"
 
 
 class ConfigError(Exception):
@@ -98,6 +105,27 @@ class Settings(BaseSettings):
     job_stalled_seconds: Annotated[float, Field(ge=5, le=86400)] = Field(
         30.0, description="a job whose worker sent no heartbeat for this long is run again")
 
+    # --- Asterisk (ARI) and the sandbox ---
+    asterisk_cache_dir: Path = Field(
+        default_factory=_default_asterisk_cache,
+        description="where the Debian-unstable chroot with Asterisk is built once and shared "
+                    "by every state dir (default $XDG_CACHE_HOME/callvault/asterisk)")
+    ari_url: str = Field(
+        "http://127.0.0.1:8088", pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$",
+        description="Asterisk's HTTP server (ARI lives under /ari); the sandbox binds to it")
+    ari_user: str = Field("callvault", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    ari_password: SecretStr | None = Field(
+        None, description="ARI password; unset: generated once into "
+                          "asterisk/ari-password (0600) in the state dir")
+    ari_app: str = Field("callvault", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                         description="the Stasis application inbound calls are sent to")
+    sip_port: Annotated[int, Field(ge=1024, le=65000)] = Field(
+        5060, description="loopback UDP port of the sandbox's PJSIP transport")
+    agent_endpoints: list[str] = Field(
+        default_factory=lambda: ["agent1", "agent2"],
+        description="PJSIP endpoints of the agents; in the sandbox agent i (from 0) is "
+                    "dialled at 127.0.0.1:sip_port+10+i")
+
     @property
     def keyring_path(self) -> Path:
         return self.keyring_file or self.state_dir / "keys" / "keyring.json"
@@ -105,6 +133,31 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
+
+    @property
+    def asterisk_root(self) -> Path:
+        """The sandbox's chroot (complete once it exists: it is renamed into place)."""
+        return self.asterisk_cache_dir / "root"
+
+    @property
+    def asterisk_state_dir(self) -> Path:
+        """This state dir's Asterisk files: pid file, log, generated ARI password."""
+        return self.state_dir / "asterisk"
+
+    @field_validator("agent_endpoints")
+    @classmethod
+    def _endpoints_are_names(cls, value: list[str]) -> list[str]:
+        if len(value) > 64:
+            raise ValueError("at most 64 agent endpoints")
+        for name in value:
+            if not _ENDPOINT.match(name):
+                raise ValueError("endpoint names are 1-32 lower-case letters, digits, _ or -, "
+                                 "starting with a letter")
+            if name in _RESERVED_ENDPOINTS:
+                raise ValueError(f"{name}: reserved by the sandbox configuration")
+        if len(set(value)) != len(value):
+            raise ValueError("agent endpoints must be unique")
+        return value
 
     @field_validator("database_url")
     @classmethod

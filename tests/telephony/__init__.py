@@ -1,0 +1,1 @@
+"""Tests of the telephony packages (the Asterisk sandbox, ARI, Twilio)."""
