@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from callvault import cli_asterisk, cli_vault, wiring
+from callvault import cli_asterisk, cli_customers, cli_vault, wiring
 from callvault.cli_common import ConfigOption, err, fail, settings_from
 from redaction import report
 from redaction.errors import InputMissing, RedactionError, VerificationFailed
@@ -199,6 +199,7 @@ def demo(
 
 cli_vault.register(app)
 cli_asterisk.register(app)
+cli_customers.register(app)
 
 
 def main() -> None:
