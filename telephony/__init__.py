@@ -1,5 +1,5 @@
-"""Provider-neutral telephony: events and commands, with Asterisk ARI and Twilio adapters.
-
-Not built yet (issues 4 and 5); provider words stay inside `telephony.ari` and
-`telephony.twilio` when they land.
+"""Provider-neutral telephony: the events and commands every adapter speaks
+(`events`, `commands`), the adapter protocol and the error family; adapters for Asterisk
+ARI (`telephony.ari`) and, later, Twilio (`telephony.twilio`). Provider words stay
+inside their adapter.
 """

@@ -1,2 +1,3 @@
-"""Asterisk through ARI: the sandbox that runs a real Asterisk here (`sandbox`); the REST
-and events adapter comes with the rest of issue 4. ARI words stay inside this package."""
+"""Asterisk through ARI: the sandbox that runs a real Asterisk here (`sandbox`), the REST
+client (`client`), the events WebSocket with reconnection (`events`) and the provider
+adapter (`adapter`). ARI words stay inside this package."""

@@ -246,6 +246,15 @@ class AsteriskSandbox:
                 deadline = time.monotonic() + 5
             time.sleep(0.1)
         self.pid_path.unlink(missing_ok=True)
+        # Asterisk's main thread can exit (a zombie) while its HTTP threads still hold the
+        # ARI port for a moment; a restart must not race them.
+        free_by = time.monotonic() + 10
+        while time.monotonic() < free_by:
+            try:
+                self._check_ports_free()
+                break
+            except SandboxStartFailed:
+                time.sleep(0.1)
         return True
 
     def restart(self, timeout: float = 60.0) -> SandboxStatus:
