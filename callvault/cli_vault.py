@@ -172,10 +172,18 @@ async def _drain(rt: pipeline.Runtime, app: object, ids: list[uuid.UUID]) -> Non
         await pipeline.run_worker(rt, app, stop=done, install_signal_handlers=False)
 
 
-def serve(config: ConfigOption = None) -> None:
-    """Start the embedded components (unless configured away) and run pipeline workers
-    until interrupted; the access log's chain head is written to S3 periodically."""
-    _work(config, serve=True)
+def serve(
+    host: Annotated[str | None, typer.Option(help="HTTP address (setting http_host).",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (setting http_port).",
+                                             show_default=False)] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run everything on this machine: the embedded components (unless configured away),
+    pipeline workers, the HTTP server (`/healthz`; later the agent, Twilio and QA routes)
+    and, with `telephony = "asterisk"`, the IVR on ARI. The access log's chain head is
+    written to S3 periodically. Stops cleanly on SIGTERM or Ctrl-C."""
+    _work(config, serve=True, host=host, port=port)
 
 
 def worker(
@@ -187,8 +195,9 @@ def worker(
     _work(config, serve=False, concurrency=concurrency)
 
 
-def _work(config: Path | None, *, serve: bool, concurrency: int | None = None) -> None:
-    settings = settings_from(config)
+def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
+          host: str | None = None, port: int | None = None) -> None:
+    settings = settings_from(config, http_host=host, http_port=port)
     with _errors(), svc.services(settings) as s:
         rt = s.runtime()
         app = pipeline.build_app(rt)
@@ -201,19 +210,43 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None) -
                 with contextlib.suppress(StorageError):
                     s.db.log.write_head(s.store.put_bytes)
 
+        async def database_ok() -> bool:
+            return await asyncio.to_thread(_database_ok, s.db.dsn)
+
         async def main() -> None:
             async with app.open_async():
                 err.print(f"callvault {'serve' if serve else 'worker'}: node {rt.node}, "
                           f"queues {pipeline.spool_queue(rt.node)} and {pipeline.REDACT_QUEUE}",
                           markup=False)
-                await pipeline.run_worker(
-                    rt, app, concurrency=concurrency or settings.worker_concurrency,
-                    install_signal_handlers=True, on_tick=tick)
+                runner = None
+                if serve:
+                    from callvault import app as http
+                    runner = await http.start(http.build_app({"database": database_ok}),
+                                              settings.http_host, settings.http_port)
+                    err.print(f"HTTP on http://{settings.http_host}:{settings.http_port}/",
+                              markup=False)
+                try:
+                    await pipeline.run_worker(
+                        rt, app, concurrency=concurrency or settings.worker_concurrency,
+                        install_signal_handlers=True, on_tick=tick)
+                finally:
+                    if runner is not None:
+                        await runner.cleanup()
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main())
         with contextlib.suppress(StorageError):
             s.db.log.write_head(s.store.put_bytes)
+
+
+def _database_ok(dsn: str) -> bool:
+    from storage.db import connect
+    try:
+        with connect(dsn, timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except StorageError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- recordings

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         description="PJSIP endpoints of the agents; in the sandbox agent i (from 0) is "
                     "dialled at 127.0.0.1:sip_port+10+i")
 
+    http_host: str = Field("127.0.0.1", description="address `serve` listens on for HTTP")
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    telephony: Literal["none", "asterisk"] = Field(
+        "none", description="which phone platform `serve` answers calls from")
+
     @property
     def keyring_path(self) -> Path:
         return self.keyring_file or self.state_dir / "keys" / "keyring.json"

@@ -3,11 +3,14 @@ another process, writes the access log's chain head to S3, and stops cleanly on 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,6 +21,12 @@ from tests.storage.pg_fixture import fresh_database
 from tests.storage.seaweed_fixture import drop_bucket, raw_client
 
 CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _env(tmp_path: Path, dsn: str, seaweed: EmbeddedSeaweed, bucket: str) -> dict[str, str]:
@@ -36,8 +45,8 @@ def _env(tmp_path: Path, dsn: str, seaweed: EmbeddedSeaweed, bucket: str) -> dic
 
 def test_serve_runs_jobs_writes_heads_and_stops(tmp_path: Path, pg_server: EmbeddedPostgres,
                                                 seaweed: EmbeddedSeaweed) -> None:
-    """A recording ingested with --no-wait is stored by a running `serve`; the chain head
-    reaches S3; SIGTERM ends `serve` with exit 0."""
+    """A recording ingested with --no-wait is stored by a running `serve`; /healthz says
+    ok; the chain head reaches S3; SIGTERM ends `serve` with exit 0."""
     dsn = fresh_database(pg_server)
     bucket = f"serve-{uuid.uuid4().hex[:10]}"
     env = _env(tmp_path, dsn, seaweed, bucket)
@@ -49,7 +58,9 @@ def test_serve_runs_jobs_writes_heads_and_stops(tmp_path: Path, pg_server: Embed
     rid = uuid.UUID(ingest.stdout.split()[0])
     assert ingest.stdout.split()[1] == "queued"
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=log, stderr=log)
+    port = _free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=log,
+                            stderr=log)
     try:
         deadline = time.monotonic() + 300
         state = None
@@ -62,6 +73,9 @@ def test_serve_runs_jobs_writes_heads_and_stops(tmp_path: Path, pg_server: Embed
                 break
             time.sleep(0.5)
         assert state == "stored"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            health = json.loads(resp.read())
+        assert health == {"status": "ok", "parts": {"database": True}}
         time.sleep(2.5)  # at least one head interval
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
