@@ -225,11 +225,23 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                                               settings.http_host, settings.http_port)
                     err.print(f"HTTP on http://{settings.http_host}:{settings.http_port}/",
                               markup=False)
+                ivr_task = None
+                if serve and settings.telephony == "asterisk":
+                    from ivr.driver import serve_ivr
+                    from storage.customers import Customers
+                    customers = Customers(s.db.dsn, s.db.keys)
+                    ivr_task = asyncio.create_task(serve_ivr(settings, customers, s.db.log))
+                    err.print(f"IVR on ARI {settings.ari_url} (app {settings.ari_app})",
+                              markup=False)
                 try:
                     await pipeline.run_worker(
                         rt, app, concurrency=concurrency or settings.worker_concurrency,
                         install_signal_handlers=True, on_tick=tick)
                 finally:
+                    if ivr_task is not None:
+                        ivr_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await ivr_task
                     if runner is not None:
                         await runner.cleanup()
 

@@ -3,6 +3,7 @@ another process, writes the access log's chain head to S3, and stops cleanly on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,3 +96,72 @@ def test_serve_runs_jobs_writes_heads_and_stops(tmp_path: Path, pg_server: Embed
     drop_bucket(seaweed, bucket)
     assert verify.returncode == 0, verify.stderr
     assert "intact" in verify.stdout
+
+
+def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPostgres,
+                                          seaweed: EmbeddedSeaweed) -> None:
+    """With telephony = "asterisk", `serve` runs the IVR on the sandbox: a SIPp caller with
+    the right PIN is verified, and the verdict is on the access log without numbers."""
+    from storage.customers import Customers
+    from storage.keys import LocalKeyring
+    from telephony.ari.sandbox import AsteriskSandbox
+    from tests.telephony.test_ari_adapter import CALLER, SIPP_DIR
+    from tests.telephony.test_ari_adapter import _settings as ari_settings
+
+    settings = ari_settings(tmp_path / "state")
+    box = AsteriskSandbox(settings.asterisk_root, settings)
+    box.ensure_created()
+    box.configure()
+    box.start(timeout=60)
+    dsn = fresh_database(pg_server)
+    bucket = f"ivr-{uuid.uuid4().hex[:10]}"
+    env = {**_env(tmp_path, dsn, seaweed, bucket), "CALLVAULT_TELEPHONY": "asterisk",
+           "CALLVAULT_ARI_URL": settings.ari_url, "CALLVAULT_SIP_PORT": str(settings.sip_port)}
+    from storage.db import migrate
+    migrate(dsn)
+    customers = Customers(dsn, LocalKeyring(settings.keyring_path))
+    customers.add("97531864", CALLER, "235789")
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(_free_port())], env=env,
+                            stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while b"IVR on ARI" not in (tmp_path / "serve.log").read_bytes():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(2.0)  # the events WebSocket subscribes
+        sipp = subprocess.run(
+            ["sipp", f"127.0.0.1:{settings.sip_port}", "-sf",
+             str(SIPP_DIR / "uac_pin_235789.xml"), "-s", "18005550100", "-key", "caller",
+             CALLER, "-m", "1", "-mi", "127.0.0.1", "-i", "127.0.0.1", "-p",
+             str(_free_udp_port()), "-mp", str(_free_udp_port()), "-nostdin",
+             "-timeout", "30s", "-timeout_error"],
+            cwd=tmp_path, capture_output=True, timeout=60, check=False)
+        assert sipp.returncode == 0, sipp.stderr[-2000:]
+        verdicts: list[str | None] = []
+        deadline = time.monotonic() + 20
+        while not verdicts and time.monotonic() < deadline:
+            with connect(dsn) as conn:
+                verdicts = [r["detail"] for r in conn.execute(
+                    "SELECT detail FROM access_log WHERE action = 'verdict'")]
+            time.sleep(0.3)
+        assert verdicts == ["verified pin"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        box.stop()
+        with contextlib.suppress(Exception):  # serve may have failed before making it
+            drop_bucket(seaweed, bucket)
+    text = (tmp_path / "serve.log").read_text(errors="replace")
+    for secret in ("235789", "97531864", CALLER):
+        assert secret not in text
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
