@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.storage.pg_fixture",
     "tests.storage.seaweed_fixture",
     "tests.storage.vault_fixture",
+    "tests.telephony.sandbox_fixture",
 ]

@@ -104,15 +104,11 @@ def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPos
     the right PIN is verified, and the verdict is on the access log without numbers."""
     from storage.customers import Customers
     from storage.keys import LocalKeyring
-    from telephony.ari.sandbox import AsteriskSandbox
+    from tests.telephony.sandbox_fixture import free_port, start_sandbox
     from tests.telephony.test_ari_adapter import CALLER, SIPP_DIR
-    from tests.telephony.test_ari_adapter import _settings as ari_settings
 
-    settings = ari_settings(tmp_path / "state")
-    box = AsteriskSandbox(settings.asterisk_root, settings)
-    box.ensure_created()
-    box.configure()
-    box.start(timeout=60)
+    box = start_sandbox(tmp_path / "state")
+    settings = box.settings
     dsn = fresh_database(pg_server)
     bucket = f"ivr-{uuid.uuid4().hex[:10]}"
     env = {**_env(tmp_path, dsn, seaweed, bucket), "CALLVAULT_TELEPHONY": "asterisk",
@@ -134,7 +130,8 @@ def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPos
             ["sipp", f"127.0.0.1:{settings.sip_port}", "-sf",
              str(SIPP_DIR / "uac_pin_235789.xml"), "-s", "18005550100", "-key", "caller",
              CALLER, "-m", "1", "-mi", "127.0.0.1", "-i", "127.0.0.1", "-p",
-             str(_free_udp_port()), "-mp", str(_free_udp_port()), "-nostdin",
+             str(free_port(socket.SOCK_DGRAM)), "-mp",
+             str(free_port(socket.SOCK_DGRAM)), "-nostdin",
              "-timeout", "30s", "-timeout_error"],
             cwd=tmp_path, capture_output=True, timeout=60, check=False)
         assert sipp.returncode == 0, sipp.stderr[-2000:]
@@ -160,8 +157,3 @@ def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPos
     for secret in ("235789", "97531864", CALLER):
         assert secret not in text
 
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

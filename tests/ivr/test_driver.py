@@ -8,7 +8,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,23 +24,12 @@ from telephony.ari.sandbox import AsteriskSandbox
 from telephony.commands import BridgeToAgent, Hangup, Play, ProviderCommand, Verdict
 from telephony.errors import CallGone, ProviderRejected
 from telephony.events import CallEnded, CallStarted, Digits, Event, PromptDone
-from tests.telephony.test_ari_adapter import CALLER, _finish, _provider, _settings, _sipp
+from tests.telephony.test_ari_adapter import CALLER, _finish, _provider, _sipp
 
 PIN = "235789"          # keys in the pcaps' ascending order; 6 digits, never in a uuid by chance
 WRONG_PIN = "134679"
 ACCOUNT = "97531864"
 AUDIT_KEY = b"k" * 32
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsteriskSandbox]:
-    settings = _settings(tmp_path_factory.mktemp("ivr") / "state")
-    box = AsteriskSandbox(settings.asterisk_root, settings)
-    box.ensure_created()
-    box.configure()
-    box.start(timeout=60)
-    yield box
-    box.stop()
 
 
 def _customers(pg_dsn: str, tmp_path: Path) -> Customers:

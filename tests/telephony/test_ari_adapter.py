@@ -8,13 +8,13 @@ import logging
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from callvault.config import Settings, load_settings
+from callvault.config import Settings
 from ivr.machine import PROMPTS
 from telephony.ari.adapter import SOUNDS, AriProvider
 from telephony.ari.client import AriClient
@@ -23,32 +23,10 @@ from telephony.ari.sandbox import AsteriskSandbox, ari_password
 from telephony.commands import Answer, BridgeToAgent, CollectDigits, Hangup, Play, Verdict
 from telephony.errors import CallGone, ProviderRejected, ProviderUnavailable
 from telephony.events import CallEnded, CallStarted, Digits, Event, PromptDone
+from tests.telephony.sandbox_fixture import free_port, sandbox_settings
 
 SIPP_DIR = Path(__file__).parent / "sipp"
 CALLER = "+15551230001"
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _settings(state: Path) -> Settings:
-    return load_settings(state_dir=state, ari_url=f"http://127.0.0.1:{_free_port(1)}",
-                         sip_port=_free_port(socket.SOCK_DGRAM))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsteriskSandbox]:
-    settings = _settings(tmp_path_factory.mktemp("ari") / "state")
-    box = AsteriskSandbox(settings.asterisk_root, settings)
-    box.ensure_created()
-    box.configure()
-    box.start(timeout=60)
-    yield box
-    box.stop()
 
 
 def _provider(settings: Settings, password: SecretStr | None = None) -> AriProvider:
@@ -62,7 +40,7 @@ async def _sipp(settings: Settings, scenario: str, workdir: Path) -> asyncio.sub
         "sipp", f"127.0.0.1:{settings.sip_port}", "-sf", str(SIPP_DIR / scenario),
         "-s", "18005550100", "-key", "caller", CALLER, "-m", "1",
         "-mi", "127.0.0.1", "-i", "127.0.0.1",
-        "-p", str(_free_port(socket.SOCK_DGRAM)), "-mp", str(_free_port(socket.SOCK_DGRAM)),
+        "-p", str(free_port(socket.SOCK_DGRAM)), "-mp", str(free_port(socket.SOCK_DGRAM)),
         "-nostdin", "-trace_err", "-timeout", "30s", "-timeout_error",
         cwd=workdir, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
@@ -224,7 +202,7 @@ def test_events_stream_with_wrong_password_backs_off_and_reports_unhealthy(
 
 def test_unreachable_ari_is_provider_unavailable(tmp_path: Path) -> None:
     """start() against a port nobody listens on raises ProviderUnavailable naming the URL."""
-    settings = _settings(tmp_path)
+    settings = sandbox_settings(tmp_path)
     provider = AriProvider.from_settings(settings, SecretStr("whatever-pw"))
     with pytest.raises(ProviderUnavailable, match=r"cannot reach http://127\.0\.0\.1:"):
         asyncio.run(provider.start())

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +26,10 @@ from telephony.ari.sandbox import (
     debian_mirror,
     render_configs,
 )
+from tests.telephony.sandbox_fixture import free_port, sandbox_settings
 
 CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
 SCENARIO = Path(__file__).parent / "sipp" / "uac_answered.xml"
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _settings(state: Path, **extra: object) -> Settings:
-    return load_settings(state_dir=state, ari_url=f"http://127.0.0.1:{_free_port(1)}",
-                         sip_port=_free_port(socket.SOCK_DGRAM), **extra)
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsteriskSandbox]:
-    settings = _settings(tmp_path_factory.mktemp("asterisk") / "state")
-    box = AsteriskSandbox(settings.asterisk_root, settings)
-    box.ensure_created()  # about a minute the first time on a machine, then cached
-    box.configure()
-    box.start(timeout=60)
-    yield box
-    box.stop()
 
 
 def _sockets(pid: int) -> list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
@@ -136,7 +113,7 @@ async def _call_into_stasis(box: AsteriskSandbox, workdir: Path) -> tuple[dict[s
         sipp = await asyncio.create_subprocess_exec(
             "sipp", f"127.0.0.1:{s.sip_port}", "-sf", str(SCENARIO), "-s", "18005550100",
             "-m", "1", "-mi", "127.0.0.1", "-i", "127.0.0.1",
-            "-p", str(_free_port(socket.SOCK_DGRAM)), "-mp", str(_free_port(socket.SOCK_DGRAM)),
+            "-p", str(free_port(socket.SOCK_DGRAM)), "-mp", str(free_port(socket.SOCK_DGRAM)),
             "-nostdin", "-trace_err", "-timeout", "30s", "-timeout_error",
             cwd=workdir, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         try:
@@ -192,7 +169,7 @@ def _cli(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str
 
 def test_cli_up_status_down_leaves_nothing_listening(tmp_path: Path) -> None:
     """`asterisk up` runs it (status 0), `down` stops it (status 3) and frees both ports."""
-    settings = _settings(tmp_path / "state")
+    settings = sandbox_settings(tmp_path / "state")
     up = _cli(["up"], settings)
     try:
         assert up.returncode == 0, up.stderr
