@@ -11,6 +11,16 @@ application; channel and playback ids never leave this module, in events, logs o
 Prompts map to Asterisk's stock English sounds (`SOUNDS`), stand-ins until callvault has
 recorded its own: a prompt is one ARI playback of one or more files, so it ends in a single
 PlaybackFinished. A Play with `allow_digits` is stopped on the first key (barge-in).
+
+BridgeToAgent: the next free agent of the pool (round robin, skipping agents this provider
+already has on a call) is dialled through ARI under a channel id of our own into our Stasis
+application (args "agent"), ringing at most `agent_ring_timeout` seconds; the caller waits in
+a mixing bridge of the call. The agent's StasisStart (it answered) → the agent joins the
+bridge → AgentAnswered; the agent leg ending before that, or the originate failing, or no
+free agent → AgentUnavailable; the agent ending after that → AgentHungUp. When the caller
+ends, the agent leg is hung up and the bridge destroyed. Agent legs are never callers (no
+CallStarted). Results of our own REST work (an agent joined, an originate failed) go through
+the events queue as internal events, so they are ordered with Asterisk's own.
 """
 
 from __future__ import annotations
@@ -38,7 +48,17 @@ from telephony.commands import (
     ProviderCommand,
 )
 from telephony.errors import CallGone, ProviderRejected, TelephonyError
-from telephony.events import CallEnded, CallStarted, Digits, Event, PromptDone, e164_or_none
+from telephony.events import (
+    AgentAnswered,
+    AgentHungUp,
+    AgentUnavailable,
+    CallEnded,
+    CallStarted,
+    Digits,
+    Event,
+    PromptDone,
+    e164_or_none,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +88,21 @@ class _Call:
     channel: str
     barge_in: set[str] = field(default_factory=set)  # playbacks a key stops
     hanging_up: bool = False
+    bridge: str | None = None                         # ARI bridge id, once made
+
+
+AGENT_ARG = "agent"               # Stasis args of an agent leg: never a caller
+_LOCAL = "callvault.local"        # type of our own internal events in the queue
+
+
+@dataclass
+class _Leg:
+    """One ringing or answered agent leg of a call."""
+
+    call_id: str
+    agent: str
+    channel: str
+    state: str = "ringing"        # ringing → connecting → connected, or → over
 
 
 @dataclass(frozen=True)
@@ -81,10 +116,17 @@ class AriProvider:
     the credentials, subscribes the application, and closes everything on the way out."""
 
     def __init__(self, client: AriClient, stream: AriEventStream, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, agents: Sequence[str] = (),
+                 agent_ring_timeout: float = 20.0) -> None:
+        if agent_ring_timeout < 1:
+            raise ValueError("agent_ring_timeout must be at least 1 s")
         self.client = client
         self.stream = stream
         self._clock = clock
+        self._agents = tuple(agents)
+        self._ring_timeout = agent_ring_timeout
+        self._next_agent = 0                      # round robin position in _agents
+        self._legs: dict[str, _Leg] = {}          # ARI channel id of an agent leg → leg
         self._calls: dict[str, _Call] = {}        # our call id → call
         self._by_channel: dict[str, _Call] = {}   # ARI channel id → call
         self._playbacks: dict[str, _Playback] = {}
@@ -99,7 +141,8 @@ class AriProvider:
     @classmethod
     def from_settings(cls, settings: Settings, password: SecretStr, *,
                       backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                      request_timeout: float = 5.0) -> AriProvider:
+                      request_timeout: float = 5.0,
+                      agent_ring_timeout: float = 20.0) -> AriProvider:
         """The provider for `settings` (`password`: `ari_password(settings)` in the
         sandbox, the configured secret in production)."""
         client = AriClient(settings.ari_url, settings.ari_user, password,
@@ -107,7 +150,8 @@ class AriProvider:
         stream = AriEventStream(settings.ari_url, settings.ari_user, password,
                                 settings.ari_app, backoff_initial=backoff_initial,
                                 backoff_max=backoff_max)
-        return cls(client, stream)
+        return cls(client, stream, agents=settings.agent_endpoints,
+                   agent_ring_timeout=agent_ring_timeout)
 
     def __repr__(self) -> str:
         return f"AriProvider({self.client.base_url!r}, app={self.stream.app!r})"
@@ -177,6 +221,13 @@ class AriProvider:
         at = self._clock()
         channel = raw.get("channel") or {}
         chan_id = channel.get("id") if isinstance(channel, dict) else None
+        if kind == _LOCAL:
+            return self._local(raw, at)
+        if chan_id is not None and chan_id in self._legs:
+            return self._leg_event(str(kind), self._legs[chan_id], at)
+        if kind == "StasisStart" and AGENT_ARG in (raw.get("args") or []):
+            log.warning("ARI: an agent leg we do not know entered the application; ignored")
+            return []
         if kind == "StasisStart" and chan_id is not None:
             if chan_id in self._by_channel:
                 return []
@@ -208,10 +259,145 @@ class AriProvider:
         if kind in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed") \
                 and chan_id in self._by_channel:
             call = self._forget(chan_id)
+            self._teardown(call)
             cause = "hangup" if call.hanging_up else "caller-hangup"
             log.info("ARI: call %s ended (%s)", call.call_id, cause)
             return [CallEnded(call.call_id, cause, at=at)]
         return []
+
+    # --- agent legs -----------------------------------------------------------------------
+    def _leg_event(self, kind: str, leg: _Leg, at: float) -> list[Event]:
+        if kind == "StasisStart":  # the agent answered
+            if leg.state == "ringing":
+                leg.state = "connecting"
+                self._spawn(self._connect(leg))
+            return []
+        if kind not in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
+            return []
+        return self._leg_over(leg, at)
+
+    def _leg_over(self, leg: _Leg, at: float) -> list[Event]:
+        """The agent leg ended: AgentUnavailable before it joined, AgentHungUp after."""
+        if leg.state == "over":
+            return []
+        was, leg.state = leg.state, "over"
+        self._legs.pop(leg.channel, None)  # its further events are nobody's
+        if leg.call_id not in self._calls:
+            return []
+        if was == "connected":
+            log.info("ARI: call %s: the agent hung up", leg.call_id)
+            return [AgentHungUp(leg.call_id, at=at)]
+        log.info("ARI: call %s: agent %s did not take the call", leg.call_id, leg.agent)
+        self._spawn(self._hangup_leg(leg.channel))
+        return [AgentUnavailable(leg.call_id, at=at)]
+
+    def _local(self, raw: dict[str, Any], at: float) -> list[Event]:
+        what = raw.get("what")
+        leg = self._legs.get(str(raw.get("leg")))
+        if what == "joined" and leg is not None and leg.state == "connecting":
+            leg.state = "connected"
+            log.info("ARI: call %s: agent %s answered", leg.call_id, leg.agent)
+            return [AgentAnswered(leg.call_id, leg.agent, at=at)]
+        if what == "failed" and leg is not None:
+            if leg.state == "connected":
+                return []
+            return self._leg_over(leg, at)
+        if what == "no-agent" and raw.get("call") in self._calls:
+            return [AgentUnavailable(str(raw["call"]), at=at)]
+        return []
+
+    def _inject(self, **fields: str) -> None:
+        """Queue an internal event behind the ARI events already received."""
+        self.stream._queue.put_nowait({"type": _LOCAL, **fields})
+
+    def _busy(self) -> set[str]:
+        return {leg.agent for leg in self._legs.values() if leg.state != "over"}
+
+    def _pick_agent(self) -> str | None:
+        """The next free agent of the pool, round robin; None if all are busy."""
+        busy = self._busy()
+        for i in range(len(self._agents)):
+            index = (self._next_agent + i) % len(self._agents)
+            if self._agents[index] not in busy:
+                self._next_agent = index + 1
+                return self._agents[index]
+        return None
+
+    async def _bridge(self, call: _Call) -> None:
+        agent = self._pick_agent()
+        if agent is None:
+            log.info("ARI: call %s: no free agent", call.call_id)
+            self._inject(what="no-agent", call=call.call_id)
+            return
+        if call.bridge is None:
+            call.bridge = str(uuid.uuid4())
+            await self.client.create_bridge(call.bridge)
+            self._check_alive(call)
+            await self.client.add_to_bridge(call.bridge, [call.channel])
+            self._check_alive(call)
+        leg = _Leg(call.call_id, agent, str(uuid.uuid4()))
+        self._legs[leg.channel] = leg  # before the POST: its events may overtake the reply
+        log.info("ARI: call %s: ringing agent %s", call.call_id, agent)
+        try:
+            await self.client.originate(leg.channel, f"PJSIP/{agent}", self.stream.app,
+                                        app_args=AGENT_ARG,
+                                        timeout=round(self._ring_timeout))
+        except TelephonyError as exc:
+            log.warning("ARI: call %s: ringing agent %s failed: %s", call.call_id, agent, exc)
+            self._inject(what="failed", leg=leg.channel)
+            self._check_alive(call)
+            return
+        self._check_alive(call)
+        self._spawn(self._ring_guard(leg))
+
+    def _check_alive(self, call: _Call) -> None:
+        """After an await: if the caller went meanwhile, undo what was made for it."""
+        if call.call_id not in self._calls:
+            self._teardown(call)
+            raise CallGone(f"ARI: call {call.call_id} ended while bridging")
+
+    async def _connect(self, leg: _Leg) -> None:
+        call = self._calls.get(leg.call_id)
+        try:
+            if call is None or call.bridge is None:
+                raise CallGone("the caller has gone")
+            await self.client.add_to_bridge(call.bridge, [leg.channel])
+        except TelephonyError as exc:
+            log.warning("ARI: call %s: the agent could not join the caller: %s",
+                        leg.call_id, exc)
+            self._inject(what="failed", leg=leg.channel)
+            return
+        self._inject(what="joined", leg=leg.channel)
+
+    async def _ring_guard(self, leg: _Leg) -> None:
+        """Asterisk's originate timeout ends an unanswered leg; this is the backstop."""
+        await asyncio.sleep(self._ring_timeout + 3.0)
+        if leg.state == "ringing":
+            self._inject(what="failed", leg=leg.channel)
+
+    async def _hangup_leg(self, channel: str) -> None:
+        try:
+            await self.client.hangup(channel, "normal")
+        except CallGone:
+            pass
+        except TelephonyError as exc:
+            log.warning("ARI: hanging up an agent leg failed: %s", exc)
+
+    def _teardown(self, call: _Call) -> None:
+        """The caller has gone: hang up its agent legs and destroy its bridge."""
+        for leg in [g for g in self._legs.values() if g.call_id == call.call_id]:
+            leg.state = "over"
+            self._legs.pop(leg.channel, None)
+            self._spawn(self._hangup_leg(leg.channel))
+        if call.bridge is not None:
+            bridge, call.bridge = call.bridge, None
+            self._spawn(self._destroy_bridge(bridge))
+
+    async def _destroy_bridge(self, bridge: str) -> None:
+        try:
+            await self.client.destroy_bridge(bridge)
+        except TelephonyError as exc:
+            log.warning("ARI: destroying a bridge failed: %s", exc)
 
     def _forget(self, chan_id: str) -> _Call:
         call = self._by_channel.pop(chan_id)
@@ -270,7 +456,7 @@ class AriProvider:
             log.info("ARI: hanging up call %s (%s)", call.call_id, command.reason)
             await self.client.hangup(call.channel, "normal")
         elif isinstance(command, BridgeToAgent):
-            raise ProviderRejected("agent bridging not built yet")
+            await self._bridge(call)  # the verdict reaches the agent's screen, not Asterisk
         else:  # pragma: no cover - the union is exhausted above
             raise ProviderRejected(f"ARI: unknown command {type(command).__name__}")
 

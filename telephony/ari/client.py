@@ -144,6 +144,47 @@ class AriClient:
             return False
         return True
 
+    async def create_bridge(self, bridge_id: str, kind: str = "mixing") -> None:
+        """`POST /bridges/{bridge_id}`: a bridge of `kind` under our own id."""
+        await self.request("POST", f"bridges/{_seg(bridge_id)}", "create bridge",
+                           params={"type": kind})
+
+    async def add_to_bridge(self, bridge_id: str, channel_ids: Sequence[str]) -> None:
+        """Put channels into a bridge; CallGone if a channel (or the bridge) is gone."""
+        try:
+            await self.request("POST", f"bridges/{_seg(bridge_id)}/addChannel",
+                               "add to bridge", params={"channel": list(channel_ids)},
+                               gone_on_404=True)
+        except ProviderRejected as exc:
+            # 400: a channel not found; 422: a channel no longer in our application
+            if "HTTP 400" in str(exc) or "HTTP 422" in str(exc):
+                raise CallGone("ARI add to bridge: the channel has ended") from None
+            raise
+
+    async def destroy_bridge(self, bridge_id: str) -> bool:
+        """Destroy a bridge (its channels stay up); False if it was already gone."""
+        try:
+            await self.request("DELETE", f"bridges/{_seg(bridge_id)}", "destroy bridge",
+                               gone_on_404=True)
+        except CallGone:
+            return False
+        return True
+
+    async def originate(self, channel_id: str, endpoint: str, app: str, *,
+                        app_args: str = "", timeout: int = 30,
+                        caller_id: str | None = None) -> None:
+        """`POST /channels/{channel_id}`: dial `endpoint` (e.g. `PJSIP/agent1`) under our
+        own channel id; once answered the channel enters Stasis application `app` with
+        `app_args`. Asterisk gives up after `timeout` seconds of ringing."""
+        params: dict[str, str | int | Sequence[str]] = {
+            "endpoint": endpoint, "app": app, "timeout": timeout}
+        if app_args:
+            params["appArgs"] = app_args
+        if caller_id:
+            params["callerId"] = caller_id
+        await self.request("POST", f"channels/{_seg(channel_id)}", "originate",
+                           params=params)
+
     async def stored_recording(self, name: str) -> bytes:
         """The file of a finished recording (`GET /recordings/stored/{name}/file`)."""
         _, body = await self.request("GET", f"recordings/stored/{_seg(name)}/file",

@@ -68,10 +68,10 @@ async def _live(sandbox: AsteriskSandbox, customers: Customers, log: AccessLog |
     return verdicts, results, driver
 
 
-def test_right_pin_is_verified_then_the_unbuilt_bridge_ends_the_call_cleanly(
+def test_right_pin_is_verified_then_agent1_is_rung_and_the_call_ends_cleanly(
         sandbox: AsteriskSandbox, pg_dsn: str, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    """Caller id identifies the account; the right PIN → verified pin; bridge refused → cleaned."""
+    """Caller id identifies the account; the right PIN → verified pin; agent1 rung → cleaned."""
     caplog.set_level(logging.DEBUG)
     customers = _customers(pg_dsn, tmp_path)
     ref = customers.add(ACCOUNT, CALLER, PIN)
@@ -82,7 +82,7 @@ def test_right_pin_is_verified_then_the_unbuilt_bridge_ends_the_call_cleanly(
     assert verdict.verified and verdict.method == "pin" and verdict.account_ref == str(ref)
     assert results[0][0] == 0, results[0][1][-2000:]
     assert driver.active_calls == frozenset() and driver.pending_timers == 0
-    assert "agent bridging not built yet" in caplog.text and call in caplog.text
+    assert f"call {call}: ringing agent agent1" in caplog.text  # nobody answers; caller hangs up
     assert driver.latencies and max(driver.latencies) < 1.0
     [entry] = [r for r in log.show() if r.action == "verdict"]
     assert (entry.actor, entry.role, entry.outcome, entry.detail) == \

@@ -20,7 +20,7 @@ from telephony.ari.adapter import SOUNDS, AriProvider
 from telephony.ari.client import AriClient
 from telephony.ari.events import AriEventStream
 from telephony.ari.sandbox import AsteriskSandbox, ari_password
-from telephony.commands import Answer, BridgeToAgent, CollectDigits, Hangup, Play, Verdict
+from telephony.commands import Answer, CollectDigits, Hangup, Play
 from telephony.errors import CallGone, ProviderRejected, ProviderUnavailable
 from telephony.events import CallEnded, CallStarted, Digits, Event, PromptDone
 from tests.telephony.sandbox_fixture import free_port, sandbox_settings
@@ -31,7 +31,8 @@ CALLER = "+15551230001"
 
 def _provider(settings: Settings, password: SecretStr | None = None) -> AriProvider:
     return AriProvider.from_settings(settings, password or ari_password(settings),
-                                     backoff_initial=0.2, backoff_max=1.0)
+                                     backoff_initial=0.2, backoff_max=1.0,
+                                     agent_ring_timeout=3.0)
 
 
 async def _sipp(settings: Settings, scenario: str, workdir: Path) -> asyncio.subprocess.Process:
@@ -141,17 +142,14 @@ def test_a_caller_is_answered_prompted_and_hung_up_with_digits_in_order(
     assert secret not in caplog.text and CALLER not in caplog.text
 
 
-def test_agent_bridging_and_dialling_are_refused_until_built(sandbox: AsteriskSandbox) -> None:
-    """BridgeToAgent and dial() raise ProviderRejected; commands on unknown calls, CallGone."""
+def test_dialling_is_refused_until_built(sandbox: AsteriskSandbox) -> None:
+    """dial() raises ProviderRejected; commands on unknown calls raise CallGone."""
     provider = _provider(sandbox.settings)
     provider._translate({"type": "StasisStart", "channel": {"id": "x.1", "caller": {}}})
     [call] = provider._calls
-    verdict = Verdict(verified=False, method=None, reason="failed", at=1.0, account_ref=None)
 
     async def run() -> None:
         try:
-            with pytest.raises(ProviderRejected, match="agent bridging not built yet"):
-                await provider.commands(call, [BridgeToAgent(verdict)])
             with pytest.raises(ProviderRejected, match="not built yet"):
                 await provider.dial(call, CALLER)
             with pytest.raises(CallGone):
