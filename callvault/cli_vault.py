@@ -32,7 +32,9 @@ from recordings import pipeline
 from redaction.errors import RedactionError
 from storage.access import Principal
 from storage.audit import AuditEvent
+from storage.db import connect
 from storage.errors import AccessDenied, StorageError
+from storage.s3 import ObjectStore
 
 users_app = typer.Typer(help="Vault users and their roles.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
@@ -252,7 +254,6 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
 
 
 def _database_ok(dsn: str) -> bool:
-    from storage.db import connect
     try:
         with connect(dsn, timeout=2) as conn:
             conn.execute("SELECT 1")
@@ -272,7 +273,6 @@ def recordings_list(
     """List recordings (ids, status, agent, times, redaction summary; never audio)."""
     settings = settings_from(config)
     with _errors(), svc.database(settings) as db:
-        from storage.db import connect
         _operator(db, "list")
         with connect(db.dsn) as conn:
             rows = conn.execute(
@@ -401,7 +401,6 @@ def users_add(
         password = _new_password(password_stdin)
         actor = _authorise_admin(db, admin, admin_password_stdin, bootstrap_role=role)
         db.users.add(name, role, password)
-        from storage.audit import AuditEvent
         db.log.append(AuditEvent(actor=actor.name, role=actor.role, action="manage_users",
                                  outcome="ok", origin=_origin(),
                                  detail=f"added user {name} as {role}"))
@@ -487,10 +486,8 @@ def audit_verify(config: ConfigOption = None) -> None:
     typer.echo(f"access log intact: {result.checked} entries")
 
 
-def _check_heads(db: svc.Database, store: object) -> str | None:
+def _check_heads(db: svc.Database, store: ObjectStore) -> str | None:
     from storage.errors import AuditChainBroken, NotFound
-    from storage.s3 import ObjectStore
-    assert isinstance(store, ObjectStore)
     try:
         key = store.latest_key("audit/heads/")
     except NotFound:  # no bucket yet: nothing was ever stored, no head was ever written

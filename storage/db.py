@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -131,8 +131,3 @@ def migrate(dsn: str) -> list[str]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied
 
-
-def scalar(conn: Connection, query: Any, params: tuple[Any, ...] = ()) -> Any:
-    """The first column of the first row, or None."""
-    row = conn.execute(query, params).fetchone()
-    return None if row is None else next(iter(row.values()))

@@ -31,8 +31,6 @@ from storage.errors import (
     IntegrityError,
     NotFound,
     RetentionLocked,
-    StorageError,
-    StorageUnavailable,
 )
 from storage.keys import KeyProvider, Purpose, WrappedKey
 from storage.s3 import ObjectStore
@@ -356,15 +354,4 @@ class Vault:
                                    action="manage_keys", outcome="ok", origin=origin,
                                    detail=f"rotated; {count} data keys re-wrapped"))
         return new_ids, count
-
-
-def ensure_reachable(vault: Vault) -> None:
-    """Fail early and clearly when PostgreSQL is down (reads fail closed)."""
-    try:
-        with connect(vault.dsn, timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except StorageUnavailable:
-        raise
-    except Exception as exc:  # pragma: no cover - any other driver failure
-        raise StorageError(f"PostgreSQL check failed: {type(exc).__name__}") from None
 

@@ -77,10 +77,10 @@ class AriClient:
 
     # --- the boundary -------------------------------------------------------------------
     async def request(self, method: str, path: str, op: str, *, params: Params | None = None,
-                      gone_on_404: bool = False) -> tuple[int, bytes]:
+                      gone_on: tuple[int, ...] = ()) -> tuple[int, bytes]:
         """One request to `/ari/{path}`; (status, body) for 2xx, else a telephony error.
         `op` names the operation in messages ("answer", "play", ...): paths hold provider
-        ids, so a message never quotes one. With `gone_on_404` a 404 means the call ended."""
+        ids, so a message never quotes one. A status in `gone_on` means the call ended."""
         url = f"{self.base_url}/ari/{path.lstrip('/')}"
         query = _query(params or {})
         try:
@@ -97,7 +97,7 @@ class AriClient:
             return status, body
         if status in (401, 403):
             raise credentials_refused(self.base_url, self.user, status)
-        if status == 404 and gone_on_404:
+        if status in gone_on:
             raise CallGone(f"ARI {op}: the call has ended")
         if status in (502, 503, 504):
             raise ProviderUnavailable(f"ARI {op}: Asterisk answered HTTP {status}")
@@ -116,16 +116,16 @@ class AriClient:
 
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
         data: dict[str, Any] = await self._json(
-            "GET", f"channels/{_seg(channel_id)}", "get channel", gone_on_404=True)
+            "GET", f"channels/{_seg(channel_id)}", "get channel", gone_on=(404,))
         return data
 
     async def answer(self, channel_id: str) -> None:
         await self.request("POST", f"channels/{_seg(channel_id)}/answer", "answer",
-                           gone_on_404=True)
+                           gone_on=(404,))
 
     async def hangup(self, channel_id: str, reason: str = "normal") -> None:
         await self.request("DELETE", f"channels/{_seg(channel_id)}", "hangup",
-                           params={"reason": reason}, gone_on_404=True)
+                           params={"reason": reason}, gone_on=(404,))
 
     async def play(self, channel_id: str, playback_id: str, media: Sequence[str],
                    lang: str = "en") -> None:
@@ -133,13 +133,13 @@ class AriClient:
         own `playback_id`, so events about it can be matched before the POST returns."""
         await self.request("POST", f"channels/{_seg(channel_id)}/play/{_seg(playback_id)}",
                            "play", params={"media": list(media), "lang": lang},
-                           gone_on_404=True)
+                           gone_on=(404,))
 
     async def stop_playback(self, playback_id: str) -> bool:
         """Stop a playback; False if it had already finished (404)."""
         try:
             await self.request("DELETE", f"playbacks/{_seg(playback_id)}", "stop playback",
-                               gone_on_404=True)
+                               gone_on=(404,))
         except CallGone:
             return False
         return True
@@ -151,21 +151,16 @@ class AriClient:
 
     async def add_to_bridge(self, bridge_id: str, channel_ids: Sequence[str]) -> None:
         """Put channels into a bridge; CallGone if a channel (or the bridge) is gone."""
-        try:
-            await self.request("POST", f"bridges/{_seg(bridge_id)}/addChannel",
-                               "add to bridge", params={"channel": list(channel_ids)},
-                               gone_on_404=True)
-        except ProviderRejected as exc:
-            # 400: a channel not found; 422: a channel no longer in our application
-            if "HTTP 400" in str(exc) or "HTTP 422" in str(exc):
-                raise CallGone("ARI add to bridge: the channel has ended") from None
-            raise
+        # 400: a channel not found; 422: a channel no longer in our application
+        await self.request("POST", f"bridges/{_seg(bridge_id)}/addChannel",
+                           "add to bridge", params={"channel": list(channel_ids)},
+                           gone_on=(400, 404, 422))
 
     async def destroy_bridge(self, bridge_id: str) -> bool:
         """Destroy a bridge (its channels stay up); False if it was already gone."""
         try:
             await self.request("DELETE", f"bridges/{_seg(bridge_id)}", "destroy bridge",
-                               gone_on_404=True)
+                               gone_on=(404,))
         except CallGone:
             return False
         return True
