@@ -1,7 +1,10 @@
-"""`callvault asterisk create|up|down|restart|status`: the Asterisk sandbox.
+"""`callvault asterisk create|up|down|restart|status`: the Asterisk sandbox; and
+`callvault asterisk render`: the same configuration for a production Asterisk.
 
 The chroot is built once into `asterisk_cache_dir` (root and debootstrap needed, from the
 Debian mirror of this machine's apt sources); each state dir runs its own instance in it.
+`render` only writes files (0600, ari.conf holds the password) for an Asterisk elsewhere,
+such as the `asterisk` service of docker-compose.yml.
 
 Exit codes: 0 done (status: running and ARI answering); 3 status: not running (as LSB's
 status); 4 status: running but ARI does not answer; 30 the chroot cannot be built or is
@@ -11,13 +14,23 @@ missing; 31 Asterisk did not start (ports taken, ARI silent); 12 bad configurati
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from callvault.cli_common import ConfigOption, err, fail, settings_from
 from callvault.config import Settings
-from telephony.ari.sandbox import AsteriskSandbox, SandboxError, SandboxStatus
+from telephony.ari.sandbox import (
+    AsteriskSandbox,
+    Deployment,
+    SandboxError,
+    SandboxStatus,
+    render_configs,
+)
 
 asterisk_app = typer.Typer(
     help="The Asterisk sandbox: Asterisk 22 from Debian unstable in a chroot, on loopback.",
@@ -121,6 +134,83 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False,
         raise typer.Exit(EXIT_NOT_RUNNING)
     if not st.ari_reachable:
         raise typer.Exit(EXIT_ARI_SILENT)
+
+
+_TRUNK = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?$")
+_RTP = re.compile(r"^([0-9]{4,5})-([0-9]{4,5})$")
+
+
+def _agent_secrets(source: Path | None) -> dict[str, str]:
+    """`endpoint=password` pairs separated by white space, from a file or `-` (stdin)."""
+    if source is None:
+        return {}
+    try:
+        text = sys.stdin.read() if str(source) == "-" else source.read_text()
+    except OSError:
+        raise fail("--agent-secrets: cannot read the file", 2) from None
+    pairs: dict[str, str] = {}
+    for item in text.split():
+        name, sep, password = item.partition("=")
+        if not sep or not name or name in pairs:
+            raise fail("--agent-secrets: expected unique endpoint=password pairs "
+                       "(values not shown)", 2)
+        pairs[name] = password
+    return pairs
+
+
+@asterisk_app.command("render")
+def render(
+    out: Annotated[Path, typer.Option(help="Folder to write the configuration into.",
+                                      file_okay=False, show_default=False)],
+    bind: Annotated[str, typer.Option(
+        help="Address ARI/HTTP and the SIP transport listen on.")] = "0.0.0.0",  # noqa: S104
+    callers_from: Annotated[list[str] | None, typer.Option(
+        "--callers-from", help="Networks whose calls are callers (the carrier or SBC), comma-"
+                               "separated or repeated.", show_default=False)] = None,
+    trunk: Annotated[str, typer.Option(
+        help="HOST[:PORT] of the carrier that call-backs are sent to.",
+        show_default=False)] = "",
+    agent_secrets: Annotated[Path | None, typer.Option(
+        help="File of endpoint=password pairs, one per agent endpoint ('-': stdin).",
+        show_default=False)] = None,
+    external_address: Annotated[str | None, typer.Option(
+        help="Public address put into SIP and SDP (Asterisk behind NAT or in a container).",
+        show_default=False)] = None,
+    rtp_ports: Annotated[str, typer.Option(help="RTP port range START-END.")] = "10000-20000",
+    instance: Annotated[str, typer.Option(
+        help="Folder Asterisk keeps its files under (etc, spool, run, log, db).")]
+        = "/srv/callvault",
+    config: ConfigOption = None,
+) -> None:
+    """Write deploy/asterisk/ for a production Asterisk: bound to --bind, ARI user and
+    password from the settings, callers from the carrier, agents registering."""
+    settings = settings_from(config)
+    trunk_match = _TRUNK.match(trunk)
+    rtp = _RTP.match(rtp_ports)
+    if not trunk_match or not rtp:
+        raise fail("--trunk HOST[:PORT] and --rtp-ports START-END are required", 2)
+    if not instance.startswith("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", instance):
+        raise fail("--instance: an absolute path", 2)
+    deployment = Deployment(
+        bind=bind,
+        callers_from=tuple(n.strip() for item in callers_from or () for n in item.split(",")
+                           if n.strip()),
+        trunk_host=trunk_match.group(1), trunk_port=int(trunk_match.group(2) or 5060),
+        agent_passwords=_agent_secrets(agent_secrets), external_address=external_address,
+        rtp_ports=(int(rtp.group(1)), int(rtp.group(2))))
+    try:
+        files = render_configs(settings, instance.rstrip("/") or "/", deployment=deployment)
+    except SandboxError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name, text in files.items():
+        tmp = out / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        tmp.replace(out / name)
+    typer.echo(f"wrote {len(files)} files to {out} (Asterisk -C {instance}/etc/asterisk.conf)")
 
 
 def register(app: typer.Typer) -> None:

@@ -35,6 +35,7 @@ from storage.audit import AuditEvent
 from storage.db import connect
 from storage.errors import AccessDenied, StorageError
 from storage.s3 import ObjectStore
+from telephony.commands import Verdict
 
 users_app = typer.Typer(help="Vault users and their roles.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
@@ -221,18 +222,41 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                           f"queues {pipeline.spool_queue(rt.node)} and {pipeline.REDACT_QUEUE}",
                           markup=False)
                 runner = None
+                desk = None
                 if serve:
                     from callvault import app as http
-                    runner = await http.start(http.build_app({"database": database_ok}),
-                                              settings.http_host, settings.http_port)
+                    from callvault.agent_desk import AgentDesk
+                    web_app = http.build_app({"database": database_ok})
+                    desk = AgentDesk(s.db.dsn, settings.agent_desks,
+                                     session_seconds=settings.agent_session_seconds,
+                                     log=s.db.log)
+                    desk.add_routes(web_app)
+                    runner = await http.start(web_app, settings.http_host, settings.http_port)
                     err.print(f"HTTP on http://{settings.http_host}:{settings.http_port}/",
                               markup=False)
                 ivr_task = None
                 if serve and settings.telephony == "asterisk":
-                    from ivr.driver import serve_ivr
+                    from callvault.calls import vault_sink
+                    from ivr.driver import IvrDriver, serve_ivr
                     from storage.customers import Customers
                     customers = Customers(s.db.dsn, s.db.keys)
-                    ivr_task = asyncio.create_task(serve_ivr(settings, customers, s.db.log))
+                    drivers: list[IvrDriver] = []
+
+                    def verdict_of(call_id: str) -> Verdict | None:
+                        for driver in reversed(drivers):
+                            if call_id in driver.verdicts:
+                                return driver.verdicts[call_id]
+                        return None
+
+                    sink = vault_sink(rt, verdict_of) if settings.record_agent_calls else None
+
+                    async def screen_pop(call_id: str, agent: str, verdict: Verdict) -> None:
+                        if desk is not None:
+                            await desk.publish(agent, call_id, verdict)
+
+                    ivr_task = asyncio.create_task(serve_ivr(
+                        settings, customers, s.db.log, recordings=sink, drivers=drivers,
+                        on_agent=screen_pop))
                     err.print(f"IVR on ARI {settings.ari_url} (app {settings.ari_app})",
                               markup=False)
                 try:

@@ -25,7 +25,8 @@ from pydantic_settings import (
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("callvault_config_file", default=None)
 _LABEL = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _ENDPOINT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_RESERVED_ENDPOINTS = {"callers", "callers-identify", "transport-udp", "global", "system"}
+_RESERVED_ENDPOINTS = {"callers", "callers-identify", "transport-udp", "global", "system",
+                       "callback-trunk"}
 
 
 def _default_state_dir() -> Path:
@@ -125,6 +126,20 @@ class Settings(BaseSettings):
         default_factory=lambda: ["agent1", "agent2"],
         description="PJSIP endpoints of the agents; in the sandbox agent i (from 0) is "
                     "dialled at 127.0.0.1:sip_port+10+i")
+    agent_desks: dict[str, str] = Field(
+        default_factory=dict,
+        description="agent endpoint → the callvault user (role agent) who sits at it: the "
+                    "screen-pop of a call answered at the endpoint goes to that user only")
+    agent_ring_seconds: Annotated[float, Field(ge=1, le=120)] = Field(
+        20.0, description="how long an agent's phone rings before the next agent is tried")
+    agent_session_seconds: Annotated[float, Field(ge=60, le=7 * 86400)] = Field(
+        12 * 3600.0, description="lifetime of an agent desk sign-in token")
+    callback_trunk: str = Field(
+        "callback-trunk", pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="PJSIP endpoint call-backs are dialled through (PJSIP/NUMBER@trunk); in "
+                    "the sandbox it points at 127.0.0.1:sip_port+5")
+    record_agent_calls: bool = Field(
+        True, description="record the agent conversation (never the IVR) into the vault")
 
     http_host: str = Field("127.0.0.1", description="address `serve` listens on for HTTP")
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
@@ -162,6 +177,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: reserved by the sandbox configuration")
         if len(set(value)) != len(value):
             raise ValueError("agent endpoints must be unique")
+        return value
+
+    @field_validator("agent_desks")
+    @classmethod
+    def _desks_are_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for endpoint, user in value.items():
+            if not _ENDPOINT.match(endpoint):
+                raise ValueError(f"{endpoint[:40]!r}: not an endpoint name")
+            if not user or len(user) > 64:
+                raise ValueError("agent desk users are 1-64 characters")
         return value
 
     @field_validator("database_url")

@@ -57,6 +57,7 @@ from telephony.errors import (
 )
 from telephony.events import (
     AccountLookup,
+    AgentAnswered,
     CallbackFailed,
     CallEnded,
     CallStarted,
@@ -64,11 +65,13 @@ from telephony.events import (
     PinChecked,
     TimerExpired,
 )
-from telephony.protocol import TelephonyProvider
+from telephony.protocol import RecordingSink, TelephonyProvider
 
 logger = logging.getLogger(__name__)
 
 OnVerdict = Callable[[str, Verdict], Awaitable[None] | None]
+# (call id, agent endpoint, the call's verdict): an agent answered; the screen-pop
+OnAgent = Callable[[str, str, Verdict], Awaitable[None] | None]
 ACTOR = "callvault-ivr"
 LATENCY_SAMPLES = 100_000   # the newest service latencies kept for the bench
 _FINAL = (State.DONE, State.ERROR)
@@ -99,9 +102,10 @@ class IvrDriver:
 
     def __init__(self, provider: TelephonyProvider, customers: Customers, *,
                  config: IvrConfig | None = None, log: AccessLog | None = None,
-                 on_verdict: OnVerdict | None = None,
+                 on_verdict: OnVerdict | None = None, on_agent: OnAgent | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._provider = provider
+        self._on_agent = on_agent
         self._customers = customers
         self._config = config or IvrConfig()
         self._log = log
@@ -197,6 +201,8 @@ class IvrDriver:
                 began = time.perf_counter()
                 try:
                     await self._execute(call, call.machine.handle(event), began)
+                    if isinstance(event, AgentAnswered):
+                        await self._agent_answered(call.call_id, event.agent)
                 except Exception as exc:  # a bug or the database: end this call, not all
                     logger.error("IVR: call %s: %s while carrying out commands; ending it",
                               call.call_id, type(exc).__name__)
@@ -312,6 +318,18 @@ class IvrDriver:
             cause = "provider-rejected" if isinstance(exc, ProviderRejected) else "provider-error"
             leg.queue.put_nowait(CallbackFailed(leg.call_id, cause, at=self._clock()))
 
+    async def _agent_answered(self, call_id: str, agent: str) -> None:
+        verdict = self.verdicts.get(call_id)
+        if self._on_agent is None or verdict is None:
+            return
+        try:
+            result = self._on_agent(call_id, agent, verdict)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # the desk is a convenience: the call goes on
+            logger.error("IVR: call %s: the agent screen-pop failed (%s)", call_id,
+                         type(exc).__name__)
+
     async def _verdict(self, call_id: str, verdict: Verdict) -> None:
         self.verdicts[call_id] = verdict
         while len(self.verdicts) > 1000:
@@ -337,11 +355,15 @@ class IvrDriver:
 
 async def serve_ivr(settings: Settings, customers: Customers, log: AccessLog | None, *,
                     password: SecretStr | None = None, config: IvrConfig | None = None,
-                    on_verdict: OnVerdict | None = None, backoff_initial: float = 1.0,
-                    backoff_max: float = 30.0) -> None:
+                    on_verdict: OnVerdict | None = None, on_agent: OnAgent | None = None,
+                    recordings: RecordingSink | None = None,
+                    backoff_initial: float = 1.0, backoff_max: float = 30.0,
+                    drivers: list[IvrDriver] | None = None) -> None:
     """Serve the IVR on the Asterisk of `settings` until cancelled. ARI down or refusing
     our credentials at start is one log line per attempt and a capped backoff, never an
-    exception; once started, the events stream reconnects by itself."""
+    exception; once started, the events stream reconnects by itself. With `recordings`,
+    agent conversations are recorded and handed to that sink. `drivers`, if given,
+    receives each driver made (for tests and the bench to look at)."""
     from telephony.ari.adapter import AriProvider
     from telephony.ari.sandbox import ari_password
 
@@ -350,7 +372,7 @@ async def serve_ivr(settings: Settings, customers: Customers, log: AccessLog | N
     attempt = 0
     while True:
         attempt += 1
-        provider = AriProvider.from_settings(settings, secret)
+        provider = AriProvider.from_settings(settings, secret, recordings=recordings)
         try:
             await provider.start()
         except (ProviderUnavailable, ProviderRejected) as exc:
@@ -365,7 +387,9 @@ async def serve_ivr(settings: Settings, customers: Customers, log: AccessLog | N
         delay, attempt = backoff_initial, 0
         try:
             driver = IvrDriver(provider, customers, config=config, log=log,
-                               on_verdict=on_verdict)
+                               on_verdict=on_verdict, on_agent=on_agent)
+            if drivers is not None:
+                drivers.append(driver)
             await driver.run()
         finally:
             await provider.close()

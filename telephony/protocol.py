@@ -6,11 +6,18 @@ provider commands, in order, to `commands()`. A call-back leg is started with `d
 under a call id the driver chose; its progress then arrives as CallbackPlaced,
 CallbackAnswered or CallbackFailed events with that id. Failures raise the
 `telephony.errors` family only.
+
+Recordings of agent conversations leave an adapter as `CallRecording`s handed to a
+`RecordingSink` (in `callvault serve`: the vault pipeline's `register`). The adapter deletes
+its provider's copy only after the sink returned, so a sink that fails (storage down)
+leaves the provider's copy for the next attempt: nothing is lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from telephony.commands import ProviderCommand
@@ -32,3 +39,17 @@ class TelephonyProvider(Protocol):
         """Place an outbound call to the E.164 `number` (never logged), known from now on
         as `call_id`."""
         ...
+
+
+@dataclass(frozen=True)
+class CallRecording:
+    """A finished recording of the agent conversation of call `call_id` (our id), taken
+    by `agent` (None when the provider no longer knows), as a local WAV file at `path`
+    that the sink takes over: it must have made it durable, or raised, when it returns."""
+
+    call_id: str
+    agent: str | None
+    path: Path
+
+
+RecordingSink = Callable[[CallRecording], Awaitable[None]]

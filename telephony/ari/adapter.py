@@ -19,8 +19,24 @@ a mixing bridge of the call. The agent's StasisStart (it answered) → the agent
 bridge → AgentAnswered; the agent leg ending before that, or the originate failing, or no
 free agent → AgentUnavailable; the agent ending after that → AgentHungUp. When the caller
 ends, the agent leg is hung up and the bridge destroyed. Agent legs are never callers (no
-CallStarted). Results of our own REST work (an agent joined, an originate failed) go through
-the events queue as internal events, so they are ordered with Asterisk's own.
+CallStarted). Within one BridgeToAgent round every free agent is rung in turn (ring
+timeout, next agent); AgentUnavailable comes when none of them answered. Results of our own
+REST work (an agent joined, an originate failed) go through the events queue as internal
+events, so they are ordered with Asterisk's own.
+
+Recording (with a `RecordingSink`): when an agent has joined, the bridge's mixed audio is
+recorded under the name `callvault-<call id>-<agent>`; the caller typed the PIN before the
+bridge existed, so no PIN tone can be in it. When the call ends the recording is stopped,
+streamed through ARI into a 0600 file of `record_dir`, handed to the sink (the vault
+pipeline), and deleted from Asterisk only after the sink returned. A sink or fetch that
+fails leaves Asterisk's copy; a sweep after every (re)subscription and every
+`sweep_interval` seconds collects such leftovers, and those of a callvault that was killed
+or an Asterisk that restarted, so no recording is lost.
+
+Call-backs (`dial`): the number of record is dialled as `PJSIP/<number>@<callback_trunk>`
+under a channel id of our own into our application (args "callback"): CallbackPlaced at
+once, CallbackAnswered when it answers (its StasisStart), CallbackFailed when it ends
+unanswered; after answering it is an ordinary call of the driver's call id.
 """
 
 from __future__ import annotations
@@ -32,7 +48,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -52,6 +69,9 @@ from telephony.events import (
     AgentAnswered,
     AgentHungUp,
     AgentUnavailable,
+    CallbackAnswered,
+    CallbackFailed,
+    CallbackPlaced,
     CallEnded,
     CallStarted,
     Digits,
@@ -59,6 +79,7 @@ from telephony.events import (
     PromptDone,
     e164_or_none,
 )
+from telephony.protocol import CallRecording, RecordingSink
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +107,38 @@ SOUNDS: dict[str, tuple[str, ...]] = {
 class _Call:
     call_id: str
     channel: str
+    kind: Literal["inbound", "callback"] = "inbound"
+    answered: bool = True                             # False: a call-back still ringing
     barge_in: set[str] = field(default_factory=set)  # playbacks a key stops
     hanging_up: bool = False
     bridge: str | None = None                         # ARI bridge id, once made
+    tried: set[str] = field(default_factory=set)      # agents rung this round
+    recording: str | None = None                      # stored recording name, once made
 
 
 AGENT_ARG = "agent"               # Stasis args of an agent leg: never a caller
+CALLBACK_ARG = "callback"         # Stasis args of a call-back leg
+RECORDING_PREFIX = "callvault-"   # our recordings in Asterisk: callvault-<call id>-<agent>
+MAX_RECORDING_BYTES = 2 << 30     # refuse to fetch more (about 37 h of 8 kHz PCM16)
+
+
+def recording_name(call_id: str, agent: str) -> str:
+    return f"{RECORDING_PREFIX}{call_id}-{agent}"
+
+
+def parse_recording_name(name: str) -> tuple[str, str | None] | None:
+    """(call id, agent) of one of our recording names, None for anybody else's."""
+    if not name.startswith(RECORDING_PREFIX):
+        return None
+    rest = name[len(RECORDING_PREFIX):]
+    try:
+        call_id = str(uuid.UUID(rest[:36]))
+    except ValueError:
+        return None
+    if call_id != rest[:36]:
+        return None
+    agent = rest[37:] if rest[36:37] == "-" else ""
+    return call_id, agent or None
 _LOCAL = "callvault.local"        # type of our own internal events in the queue
 
 
@@ -117,14 +164,26 @@ class AriProvider:
 
     def __init__(self, client: AriClient, stream: AriEventStream, *,
                  clock: Callable[[], float] = time.time, agents: Sequence[str] = (),
-                 agent_ring_timeout: float = 20.0) -> None:
-        if agent_ring_timeout < 1:
-            raise ValueError("agent_ring_timeout must be at least 1 s")
+                 agent_ring_timeout: float = 20.0, callback_trunk: str = "callback-trunk",
+                 callback_ring_timeout: float = 45.0,
+                 recordings: RecordingSink | None = None, record_dir: Path | None = None,
+                 sweep_interval: float = 60.0) -> None:
+        if agent_ring_timeout < 1 or callback_ring_timeout < 1:
+            raise ValueError("ring timeouts must be at least 1 s")
+        if recordings is not None and record_dir is None:
+            raise ValueError("recording needs a record_dir for the fetched files")
         self.client = client
         self.stream = stream
         self._clock = clock
         self._agents = tuple(agents)
         self._ring_timeout = agent_ring_timeout
+        self._trunk = callback_trunk
+        self._callback_ring = callback_ring_timeout
+        self._sink = recordings
+        self._record_dir = record_dir
+        self._sweep_interval = sweep_interval
+        self._collecting: set[str] = set()        # recording names being collected
+        self.collected: list[str] = []            # call ids whose recording reached the sink
         self._next_agent = 0                      # round robin position in _agents
         self._legs: dict[str, _Leg] = {}          # ARI channel id of an agent leg → leg
         self._calls: dict[str, _Call] = {}        # our call id → call
@@ -142,16 +201,21 @@ class AriProvider:
     def from_settings(cls, settings: Settings, password: SecretStr, *,
                       backoff_initial: float = 0.5, backoff_max: float = 30.0,
                       request_timeout: float = 5.0,
-                      agent_ring_timeout: float = 20.0) -> AriProvider:
+                      agent_ring_timeout: float | None = None,
+                      recordings: RecordingSink | None = None,
+                      sweep_interval: float = 60.0) -> AriProvider:
         """The provider for `settings` (`password`: `ari_password(settings)` in the
-        sandbox, the configured secret in production)."""
+        sandbox, the configured secret in production). With `recordings`, agent calls are
+        recorded and fetched into `state_dir/spool/incoming`."""
         client = AriClient(settings.ari_url, settings.ari_user, password,
                            timeout=request_timeout)
         stream = AriEventStream(settings.ari_url, settings.ari_user, password,
                                 settings.ari_app, backoff_initial=backoff_initial,
                                 backoff_max=backoff_max)
         return cls(client, stream, agents=settings.agent_endpoints,
-                   agent_ring_timeout=agent_ring_timeout)
+                   agent_ring_timeout=agent_ring_timeout or settings.agent_ring_seconds,
+                   callback_trunk=settings.callback_trunk, recordings=recordings,
+                   record_dir=settings.spool_dir / "incoming", sweep_interval=sweep_interval)
 
     def __repr__(self) -> str:
         return f"AriProvider({self.client.base_url!r}, app={self.stream.app!r})"
@@ -172,7 +236,11 @@ class AriProvider:
         except TelephonyError:
             await self.close()
             raise
+        if self._record_dir is not None:
+            self._record_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.stream.start()
+        if self._sink is not None and self._sweep_interval > 0:
+            self._spawn(self._sweep_forever())
 
     async def close(self) -> None:
         await self.stream.close()
@@ -194,6 +262,8 @@ class AriProvider:
             if raw.get("type") == STREAM_CONNECTED:
                 for ended in await self._reconcile():
                     yield ended
+                if self._sink is not None:
+                    self._spawn(self._sweep())
                 continue
             for event in self._translate(raw):
                 yield event
@@ -230,6 +300,15 @@ class AriProvider:
             return []
         if kind == "StasisStart" and chan_id is not None:
             if chan_id in self._by_channel:
+                known = self._by_channel[chan_id]
+                if known.kind == "callback" and not known.answered:
+                    known.answered = True
+                    log.info("ARI: call-back %s answered", known.call_id)
+                    return [CallbackAnswered(known.call_id, at=at)]
+                return []
+            if CALLBACK_ARG in (raw.get("args") or []):
+                log.warning("ARI: a call-back leg we do not know entered the application;"
+                            " ignored")
                 return []
             call = _Call(call_id=str(uuid.uuid4()), channel=chan_id)
             self._calls[call.call_id] = call
@@ -260,6 +339,9 @@ class AriProvider:
                 and chan_id in self._by_channel:
             call = self._forget(chan_id)
             self._teardown(call)
+            if not call.answered:
+                log.info("ARI: call-back %s was not answered", call.call_id)
+                return [CallbackFailed(call.call_id, "no-answer", at=at)]
             cause = "hangup" if call.hanging_up else "caller-hangup"
             log.info("ARI: call %s ended (%s)", call.call_id, cause)
             return [CallEnded(call.call_id, cause, at=at)]
@@ -289,6 +371,11 @@ class AriProvider:
             return [AgentHungUp(leg.call_id, at=at)]
         log.info("ARI: call %s: agent %s did not take the call", leg.call_id, leg.agent)
         self._spawn(self._hangup_leg(leg.channel))
+        call = self._calls[leg.call_id]
+        following = self._pick_agent(exclude=call.tried)
+        if following is not None:
+            self._spawn(self._ring_quietly(call, following))
+            return []
         return [AgentUnavailable(leg.call_id, at=at)]
 
     def _local(self, raw: dict[str, Any], at: float) -> list[Event]:
@@ -297,7 +384,17 @@ class AriProvider:
         if what == "joined" and leg is not None and leg.state == "connecting":
             leg.state = "connected"
             log.info("ARI: call %s: agent %s answered", leg.call_id, leg.agent)
+            call = self._calls.get(leg.call_id)
+            for playback in [p for p, pb in self._playbacks.items()
+                             if pb.call_id == leg.call_id]:
+                self._spawn(self._stop(playback))  # "please hold" is over: they talk now
+            if self._sink is not None and call is not None and call.recording is None \
+                    and call.bridge is not None:
+                call.recording = recording_name(call.call_id, leg.agent)
+                self._spawn(self._start_recording(call, call.bridge, call.recording))
             return [AgentAnswered(leg.call_id, leg.agent, at=at)]
+        if what == "callback-placed" and raw.get("call") in self._calls:
+            return [CallbackPlaced(str(raw["call"]), at=at)]
         if what == "failed" and leg is not None:
             if leg.state == "connected":
                 return []
@@ -313,28 +410,44 @@ class AriProvider:
     def _busy(self) -> set[str]:
         return {leg.agent for leg in self._legs.values() if leg.state != "over"}
 
-    def _pick_agent(self) -> str | None:
-        """The next free agent of the pool, round robin; None if all are busy."""
-        busy = self._busy()
+    def _pick_agent(self, exclude: set[str] | None = None) -> str | None:
+        """The next free agent of the pool not in `exclude` (marked in it), round robin;
+        None if all are busy or excluded."""
+        busy = self._busy() | (exclude if exclude is not None else set())
         for i in range(len(self._agents)):
             index = (self._next_agent + i) % len(self._agents)
             if self._agents[index] not in busy:
                 self._next_agent = index + 1
+                if exclude is not None:
+                    exclude.add(self._agents[index])
                 return self._agents[index]
         return None
 
     async def _bridge(self, call: _Call) -> None:
-        agent = self._pick_agent()
+        call.tried = set()
+        agent = self._pick_agent(exclude=call.tried)
         if agent is None:
             log.info("ARI: call %s: no free agent", call.call_id)
             self._inject(what="no-agent", call=call.call_id)
             return
-        if call.bridge is None:
-            call.bridge = str(uuid.uuid4())
-            await self.client.create_bridge(call.bridge)
-            self._check_alive(call)
-            await self.client.add_to_bridge(call.bridge, [call.channel])
-            self._check_alive(call)
+        if call.bridge is not None:
+            await self._ring(call, agent)
+            return
+        call.bridge = str(uuid.uuid4())
+        await self.client.create_bridge(call.bridge)
+        self._check_alive(call)
+        # Ring first: Asterisk answers addChannel only once the caller's current prompt
+        # ("please hold") has ended, and the agent need not wait for that.
+        await self._ring(call, agent)
+        await self.client.add_to_bridge(call.bridge, [call.channel])
+        self._check_alive(call)
+
+    async def _ring_quietly(self, call: _Call, agent: str) -> None:
+        """Ring the next agent of a round from the background: the caller may be gone."""
+        with contextlib.suppress(CallGone):
+            await self._ring(call, agent)
+
+    async def _ring(self, call: _Call, agent: str) -> None:
         leg = _Leg(call.call_id, agent, str(uuid.uuid4()))
         self._legs[leg.channel] = leg  # before the POST: its events may overtake the reply
         log.info("ARI: call %s: ringing agent %s", call.call_id, agent)
@@ -384,14 +497,90 @@ class AriProvider:
             log.warning("ARI: hanging up an agent leg failed: %s", exc)
 
     def _teardown(self, call: _Call) -> None:
-        """The caller has gone: hang up its agent legs and destroy its bridge."""
-        for leg in [g for g in self._legs.values() if g.call_id == call.call_id]:
+        """The caller has gone: hang up its agent legs, destroy its bridge, collect its
+        recording."""
+        agents = [g for g in self._legs.values() if g.call_id == call.call_id]
+        for leg in agents:
             leg.state = "over"
             self._legs.pop(leg.channel, None)
             self._spawn(self._hangup_leg(leg.channel))
+        if call.recording is not None:
+            name, call.recording = call.recording, None
+            self._spawn(self._collect(name, stop=True))
         if call.bridge is not None:
             bridge, call.bridge = call.bridge, None
             self._spawn(self._destroy_bridge(bridge))
+
+    # --- recordings ---------------------------------------------------------------------
+    async def _start_recording(self, call: _Call, bridge: str, name: str) -> None:
+        try:
+            await self.client.record_bridge(bridge, name)
+            log.info("ARI: call %s: recording the agent conversation", call.call_id)
+        except TelephonyError as exc:
+            # The conversation goes on unrecorded: say so loudly, it is a compliance gap.
+            log.error("ARI: call %s: the recording could not be started (%s: %s)",
+                      call.call_id, type(exc).__name__, exc)
+
+    async def _collect(self, name: str, *, stop: bool) -> bool:
+        """Stop (if asked), fetch, hand to the sink, then delete one recording; True if it
+        reached the sink. Failures leave Asterisk's copy for the next sweep."""
+        parsed = parse_recording_name(name)
+        if parsed is None or self._sink is None or self._record_dir is None \
+                or name in self._collecting:
+            return False
+        call_id, agent = parsed
+        self._collecting.add(name)
+        local = self._record_dir / f"{name}.wav"
+        try:
+            if stop:
+                await self.client.stop_recording(name)
+            for _ in range(100):  # at most about 10 s for Asterisk to close the file
+                if not await self.client.recording_is_live(name):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                log.warning("ARI: recording of call %s is still live; left for later", call_id)
+                return False
+            local.unlink(missing_ok=True)
+            size = await self.client.fetch_stored_recording(name, local,
+                                                            max_bytes=MAX_RECORDING_BYTES)
+            await self._sink(CallRecording(call_id, agent, local))
+            self.collected.append(call_id)
+            await self.client.delete_stored_recording(name)
+            log.info("ARI: call %s: recording (%d bytes) handed to the vault and deleted "
+                     "from Asterisk", call_id, size)
+            return True
+        except CallGone:
+            log.warning("ARI: recording of call %s is not in Asterisk (nothing was "
+                        "recorded, or it was collected already)", call_id)
+            return False
+        except Exception as exc:  # storage down, Asterisk gone: keep Asterisk's copy
+            log.warning("ARI: recording of call %s not collected yet (%s); Asterisk keeps "
+                        "it for the next sweep", call_id, type(exc).__name__)
+            return False
+        finally:
+            local.unlink(missing_ok=True)
+            self._collecting.discard(name)
+
+    async def _sweep(self) -> int:
+        """Collect every recording of ours that Asterisk holds and no live call owns."""
+        try:
+            names = await self.client.stored_recordings()
+        except TelephonyError as exc:
+            log.warning("ARI: cannot list stored recordings (%s)", type(exc).__name__)
+            return 0
+        owned = {c.recording for c in self._calls.values()}
+        collected = 0
+        for name in names:
+            if name not in owned and parse_recording_name(name) is not None:
+                collected += await self._collect(name, stop=False)
+        return collected
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            if self.stream.connected.is_set():
+                await self._sweep()
 
     async def _destroy_bridge(self, bridge: str) -> None:
         try:
@@ -461,5 +650,22 @@ class AriProvider:
             raise ProviderRejected(f"ARI: unknown command {type(command).__name__}")
 
     async def dial(self, call_id: str, number: str) -> None:
-        """Call-back legs are not built yet (originate through a trunk endpoint)."""
-        raise ProviderRejected("call-back dialling not built yet")
+        """Dial the E.164 `number` through the call-back trunk as call `call_id`; see the
+        module doc. Raises (and forgets the leg) if Asterisk refuses to originate."""
+        if e164_or_none(number) is None:
+            raise ProviderRejected("ARI dial: the number of record is not an E.164 number")
+        if call_id in self._calls:
+            raise ProviderRejected(f"ARI dial: call id {call_id} is already in use")
+        call = _Call(call_id, str(uuid.uuid4()), kind="callback", answered=False)
+        self._calls[call_id] = call
+        self._by_channel[call.channel] = call
+        self._inject(what="callback-placed", call=call_id)  # ordered before its StasisStart
+        log.info("ARI: call-back %s dialling", call_id)
+        try:
+            await self.client.originate(call.channel, f"PJSIP/{number}@{self._trunk}",
+                                        self.stream.app, app_args=CALLBACK_ARG,
+                                        timeout=round(self._callback_ring))
+        except TelephonyError:
+            if call.channel in self._by_channel:
+                self._forget(call.channel)
+            raise

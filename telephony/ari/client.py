@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -180,14 +182,87 @@ class AriClient:
         await self.request("POST", f"channels/{_seg(channel_id)}", "originate",
                            params=params)
 
-    async def stored_recording(self, name: str) -> bytes:
-        """The file of a finished recording (`GET /recordings/stored/{name}/file`)."""
-        _, body = await self.request("GET", f"recordings/stored/{_seg(name)}/file",
-                                     "fetch recording")
-        return body
+    async def record_bridge(self, bridge_id: str, name: str, *, fmt: str = "wav",
+                            max_seconds: int = 0) -> None:
+        """`POST /bridges/{id}/record`: record the bridge's mixed audio into the stored
+        recording `name` (no beep, not stopped by keys, refused if `name` exists)."""
+        await self.request("POST", f"bridges/{_seg(bridge_id)}/record", "start recording",
+                           params={"name": name, "format": fmt, "ifExists": "fail",
+                                   "beep": "false", "terminateOn": "none",
+                                   "maxDurationSeconds": max_seconds},
+                           gone_on=(404,))
 
-    async def delete_stored_recording(self, name: str) -> None:
-        await self.request("DELETE", f"recordings/stored/{_seg(name)}", "delete recording")
+    async def stop_recording(self, name: str) -> bool:
+        """Stop a live recording and store it; False if it was no longer live."""
+        try:
+            await self.request("POST", f"recordings/live/{_seg(name)}/stop",
+                               "stop recording", gone_on=(404,))
+        except CallGone:
+            return False
+        return True
+
+    async def recording_is_live(self, name: str) -> bool:
+        try:
+            await self.request("GET", f"recordings/live/{_seg(name)}", "recording state",
+                               gone_on=(404,))
+        except CallGone:
+            return False
+        return True
+
+    async def stored_recordings(self) -> list[str]:
+        """The names of every stored recording."""
+        data = await self._json("GET", "recordings/stored", "list recordings")
+        return [str(r["name"]) for r in data or [] if isinstance(r, dict) and "name" in r]
+
+    async def fetch_stored_recording(self, name: str, dest: Path, *,
+                                     max_bytes: int) -> int:
+        """Stream the file of a stored recording (`GET /recordings/stored/{name}/file`)
+        into `dest` (created 0600, must not exist); the number of bytes. A file larger
+        than `max_bytes` is refused (ProviderRejected) and `dest` removed."""
+        url = f"{self.base_url}/ari/recordings/stored/{_seg(name)}/file"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.sock_connect,
+                                        sock_read=self._timeout.total)
+        size = 0
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    async with self._http().get(url, timeout=timeout) as resp:
+                        if resp.status in (401, 403):
+                            raise credentials_refused(self.base_url, self.user, resp.status)
+                        if resp.status == 404:
+                            raise CallGone("ARI fetch recording: no such stored recording")
+                        if resp.status != 200:
+                            raise ProviderRejected("ARI fetch recording: Asterisk answered "
+                                                   f"HTTP {resp.status}")
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise ProviderRejected(
+                                    f"ARI fetch recording: larger than {max_bytes} bytes")
+                            out.write(chunk)
+                except TimeoutError:
+                    raise ProviderUnavailable("ARI fetch recording: no data from "
+                                              f"{self.base_url}") from None
+                except aiohttp.ClientError as exc:
+                    raise ProviderUnavailable(f"ARI fetch recording: cannot reach "
+                                              f"{self.base_url} ({type(exc).__name__})") \
+                        from None
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return size
+
+    async def delete_stored_recording(self, name: str) -> bool:
+        """Delete a stored recording; False if it was already gone."""
+        try:
+            await self.request("DELETE", f"recordings/stored/{_seg(name)}",
+                               "delete recording", gone_on=(404,))
+        except CallGone:
+            return False
+        return True
 
 
 def _seg(ident: str) -> str:

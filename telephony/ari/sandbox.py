@@ -28,7 +28,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -46,6 +47,7 @@ _FILES = ("asterisk.conf", "modules.conf", "logger.conf", "http.conf", "ari.conf
           "websocket_client.conf")
 _APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 AGENT_PORT_OFFSET = 10  # agent i of agent_endpoints is dialled at sip_port + 10 + i
+CALLBACK_PORT_OFFSET = 5  # the call-back trunk's far end listens at sip_port + 5
 
 
 class SandboxError(Exception):
@@ -74,6 +76,21 @@ class SandboxStatus:
     ari_reachable: bool
     ari_url: str
     log: Path
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A production Asterisk rendered from the same templates (`callvault asterisk render`):
+    ARI/HTTP and the PJSIP transport on `bind`, callers from the carrier's networks, the
+    call-back trunk at the carrier, agents' phones registering with their own passwords."""
+
+    bind: str
+    callers_from: tuple[str, ...]
+    trunk_host: str
+    trunk_port: int = 5060
+    agent_passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+    external_address: str | None = None  # advertised in SIP and SDP (NAT, containers)
+    rtp_ports: tuple[int, int] = (10000, 20000)
 
 
 def debian_mirror(sources: tuple[Path, ...] = _APT_SOURCES) -> str:
@@ -322,11 +339,18 @@ class AsteriskSandbox:
                                          "(sip_port)") from None
 
 
-def render_configs(settings: Settings, instance: str) -> dict[str, str]:
-    """The files of `deploy/asterisk/` with this state dir's settings filled in."""
-    host, port = ari_endpoint(settings)
+def render_configs(settings: Settings, instance: str, *,
+                   deployment: Deployment | None = None) -> dict[str, str]:
+    """The files of `deploy/asterisk/` with this state dir's settings filled in; with a
+    `deployment`, for a production Asterisk instead of the loopback sandbox."""
+    if deployment is None:
+        host, port = ari_endpoint(settings)
+    else:
+        if settings.ari_password is None:
+            raise SandboxError("ari_password must be set for a production Asterisk")
+        host, port = deployment.bind, _ari_port(settings)
     secret = ari_password(settings).get_secret_value()
-    if not secret or any(c in secret for c in ";\r\n[]") or secret != secret.strip():
+    if not _carriable(secret):
         raise SandboxError("ari_password holds characters an Asterisk config file cannot "
                            "carry (; [ ] newline, outer spaces); value not shown")
     agent = Template((TEMPLATES / "pjsip-agent.conf.in").read_text())
@@ -336,9 +360,99 @@ def render_configs(settings: Settings, instance: str) -> dict[str, str]:
     values = {"instance": instance, "http_host": host, "http_port": port,
               "ari_user": settings.ari_user, "ari_password": secret,
               "ari_app": settings.ari_app, "sip_port": settings.sip_port,
-              "agent_sections": agents}
+              "agent_sections": agents,
+              "callback_port": settings.sip_port + CALLBACK_PORT_OFFSET,
+              "sip_bind": "127.0.0.1", "transport_extra": "", "media": _LOOPBACK_MEDIA,
+              "callers_from": "127.0.0.1", "callback_host": "127.0.0.1",
+              "rtp_start": 10000, "rtp_end": 20000, "bench_routes": _BENCH_ROUTES}
+    if deployment is not None:
+        values.update(_deployment_values(settings, deployment), bench_routes="")
     return {name: Template((TEMPLATES / name).read_text()).substitute(values)
             for name in _FILES}
+
+
+# The sandbox only: 999 + number reaches [plain-ivr], bench/ivr_load.py's baseline.
+_BENCH_ROUTES = ("exten => _999X!,1,Goto(plain-ivr,${EXTEN:3},1)"
+                 "   ; 999 + number: the bench baseline (sandbox only)")
+_LOOPBACK_MEDIA = "media_address = 127.0.0.1\nbind_rtp_to_media_address = yes"
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+MIN_AGENT_PASSWORD = 12
+
+
+def _carriable(secret: str) -> bool:
+    """Whether an Asterisk config file can hold `secret` as a value."""
+    return bool(secret) and not any(c in secret for c in ";\r\n[]") \
+        and secret == secret.strip()
+
+
+def _ari_port(settings: Settings) -> int:
+    parts = urlsplit(settings.ari_url)
+    if parts.scheme != "http":
+        raise SandboxError("ari_url: Asterisk serves ARI over plain http here; put TLS in "
+                           "front of it and keep ari_url on the private network")
+    return parts.port or 80
+
+
+def _ip(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise SandboxError(f"{what}: not an IP address") from None
+
+
+def _deployment_values(settings: Settings, d: Deployment) -> dict[str, object]:
+    """The template values of a production Asterisk; refuses a loopback-only bind."""
+    bind = _ip(d.bind, "bind")
+    if bind.is_loopback:
+        raise SandboxError("bind: a production Asterisk must listen beyond loopback")
+    media = ("; RTP on every address; the transport's address goes into SDP"
+             if bind.is_unspecified else
+             f"media_address = {bind}\nbind_rtp_to_media_address = yes")
+    if not d.callers_from:
+        raise SandboxError("callers_from: name the networks callers' calls arrive from "
+                           "(the carrier or the SBC)")
+    try:
+        nets = [str(ipaddress.ip_network(n, strict=False)) for n in d.callers_from]
+    except ValueError:
+        raise SandboxError("callers_from: not an address or network") from None
+    trunk = d.trunk_host.strip("[]")
+    if not (_HOST.match(trunk) or _is_ip(trunk)) or not 1 <= d.trunk_port <= 65535:
+        raise SandboxError("trunk: not a host name or address with a port")
+    extra = ""
+    if d.external_address is not None:
+        if not _HOST.match(d.external_address) and not _is_ip(d.external_address):
+            raise SandboxError("external_address: not a host name or address")
+        extra = (f"\nexternal_media_address = {d.external_address}"
+                 f"\nexternal_signaling_address = {d.external_address}")
+    start, end = d.rtp_ports
+    if not 1024 <= start < end <= 65535 or start <= settings.sip_port <= end:
+        raise SandboxError("rtp_ports: a range above 1023 that leaves out sip_port")
+    missing = sorted(set(settings.agent_endpoints) - set(d.agent_passwords))
+    unknown = sorted(set(d.agent_passwords) - set(settings.agent_endpoints))
+    if missing or unknown:
+        raise SandboxError(f"agent passwords: missing for {', '.join(missing) or '-'}; "
+                           f"not agent endpoints: {', '.join(unknown) or '-'}")
+    if any(len(pw) < MIN_AGENT_PASSWORD or not _carriable(pw)
+           for pw in d.agent_passwords.values()):
+        raise SandboxError(f"agent passwords are at least {MIN_AGENT_PASSWORD} characters "
+                           "without ; [ ] newline or outer spaces; values not shown")
+    agent = Template((TEMPLATES / "pjsip-agent-registered.conf.in").read_text())
+    agents = "\n".join(agent.substitute(agent=name, password=d.agent_passwords[name],
+                                        media=media)
+                       for name in settings.agent_endpoints)
+    return {"sip_bind": f"[{bind}]" if bind.version == 6 else str(bind),
+            "transport_extra": extra, "media": media, "callers_from": ", ".join(nets),
+            "callback_host": f"[{trunk}]" if ":" in trunk else trunk,
+            "callback_port": d.trunk_port, "rtp_start": start, "rtp_end": end,
+            "agent_sections": agents}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:

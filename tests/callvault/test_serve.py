@@ -100,49 +100,99 @@ def test_serve_runs_jobs_writes_heads_and_stops(tmp_path: Path, pg_server: Embed
 
 def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPostgres,
                                           seaweed: EmbeddedSeaweed) -> None:
-    """With telephony = "asterisk", `serve` runs the IVR on the sandbox: a SIPp caller with
-    the right PIN is verified, and the verdict is on the access log without numbers."""
+    """With telephony = "asterisk", `serve` runs it all on the sandbox: a SIPp caller with
+    the right PIN is verified (on the access log, without numbers), agent1's SIPp phone
+    gets the call while alice's desk gets the screen-pop over the WebSocket, and the
+    agent conversation is recorded, fetched and stored by serve's own pipeline worker."""
+    import asyncio
+
+    import aiohttp
+
+    from storage.access import Users
     from storage.customers import Customers
+    from storage.db import migrate
     from storage.keys import LocalKeyring
+    from telephony.ari.sandbox import AGENT_PORT_OFFSET
     from tests.telephony.sandbox_fixture import free_port, start_sandbox
     from tests.telephony.test_ari_adapter import CALLER, SIPP_DIR
+    from tests.telephony.test_ivr_calls import AGENT_LINE, CALLER_LINE, _speech
 
     box = start_sandbox(tmp_path / "state")
     settings = box.settings
     dsn = fresh_database(pg_server)
     bucket = f"ivr-{uuid.uuid4().hex[:10]}"
+    http_port = _free_port()
     env = {**_env(tmp_path, dsn, seaweed, bucket), "CALLVAULT_TELEPHONY": "asterisk",
-           "CALLVAULT_ARI_URL": settings.ari_url, "CALLVAULT_SIP_PORT": str(settings.sip_port)}
-    from storage.db import migrate
+           "CALLVAULT_ARI_URL": settings.ari_url, "CALLVAULT_SIP_PORT": str(settings.sip_port),
+           "CALLVAULT_AGENT_DESKS": json.dumps({"agent1": "alice"})}
     migrate(dsn)
     customers = Customers(dsn, LocalKeyring(settings.keyring_path))
     customers.add("97531864", CALLER, "235789")
+    Users(dsn).add("alice", "agent", "alice's long desk password")
+    _speech(AGENT_LINE, "en-us", tmp_path / "agent.wav")
+    _speech(CALLER_LINE, "en-gb+f3", tmp_path / "caller.wav")
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(_free_port())], env=env,
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(http_port)], env=env,
                             stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{http_port}"
+
+    def sipp(scenario: str, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["sipp", *args, "-sf", str(SIPP_DIR / scenario), "-m", "1", "-mi", "127.0.0.1",
+             "-i", "127.0.0.1", "-mp", str(free_port(socket.SOCK_DGRAM)), "-nostdin",
+             "-timeout", "90s", "-timeout_error"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    async def desk_and_call() -> list[dict[str, object]]:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/api/agent/session", json={
+                    "user": "alice", "password": "alice's long desk password"}) as resp:
+                assert resp.status == 200, await resp.text()
+                token = (await resp.json())["token"]
+            async with http.ws_connect(f"{base}/api/agent/events",
+                                       headers={"Authorization": f"Bearer {token}"}) as ws:
+                hello = await ws.receive_json(timeout=10)
+                assert hello["type"] == "hello" and hello["endpoints"] == ["agent1"]
+                agent = sipp("uas_agent_talk.xml", "-d", "22000",
+                             "-p", str(settings.sip_port + AGENT_PORT_OFFSET))
+                caller = sipp("uac_pin_235789_talk.xml", f"127.0.0.1:{settings.sip_port}",
+                              "-s", "18005550100", "-key", "caller", CALLER,
+                              "-p", str(free_port(socket.SOCK_DGRAM)))
+                pops = [await ws.receive_json(timeout=40)]
+                for phone in (caller, agent):
+                    _, err = await asyncio.to_thread(phone.communicate, None, 90)
+                    assert phone.returncode == 0, err[-2000:]
+                return pops
+
     try:
         deadline = time.monotonic() + 60
         while b"IVR on ARI" not in (tmp_path / "serve.log").read_bytes():
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.2)
         time.sleep(2.0)  # the events WebSocket subscribes
-        sipp = subprocess.run(
-            ["sipp", f"127.0.0.1:{settings.sip_port}", "-sf",
-             str(SIPP_DIR / "uac_pin_235789.xml"), "-s", "18005550100", "-key", "caller",
-             CALLER, "-m", "1", "-mi", "127.0.0.1", "-i", "127.0.0.1", "-p",
-             str(free_port(socket.SOCK_DGRAM)), "-mp",
-             str(free_port(socket.SOCK_DGRAM)), "-nostdin",
-             "-timeout", "30s", "-timeout_error"],
-            cwd=tmp_path, capture_output=True, timeout=60, check=False)
-        assert sipp.returncode == 0, sipp.stderr[-2000:]
+        pops = asyncio.run(desk_and_call())
+        assert len(pops) == 1 and pops[0]["type"] == "call"
+        pop = pops[0]
+        assert (pop["verified"], pop["method"], pop["banner"]) == (True, "pin", "VERIFIED (PIN)")
+        assert pop["endpoint"] == "agent1" and set(pop) == {
+            "type", "call_id", "endpoint", "verified", "method", "reason", "verdict_at",
+            "banner"}
+        call_id = pop["call_id"]
         verdicts: list[str | None] = []
-        deadline = time.monotonic() + 20
-        while not verdicts and time.monotonic() < deadline:
+        row = None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
             with connect(dsn) as conn:
                 verdicts = [r["detail"] for r in conn.execute(
                     "SELECT detail FROM access_log WHERE action = 'verdict'")]
-            time.sleep(0.3)
+                row = conn.execute("SELECT agent, status, verdict FROM recordings"
+                                   " WHERE call_id = %s", (call_id,)).fetchone()
+            if row is not None and row["status"] in ("stored", "failed"):
+                break
+            time.sleep(0.5)
         assert verdicts == ["verified pin"]
+        assert row is not None and row["status"] == "stored", row
+        assert row["agent"] == "agent1" and row["verdict"]["method"] == "pin"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -154,6 +204,5 @@ def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPos
         with contextlib.suppress(Exception):  # serve may have failed before making it
             drop_bucket(seaweed, bucket)
     text = (tmp_path / "serve.log").read_text(errors="replace")
-    for secret in ("235789", "97531864", CALLER):
+    for secret in ("235789", "97531864", CALLER, "4719", "3382"):
         assert secret not in text
-

@@ -142,15 +142,17 @@ def test_a_caller_is_answered_prompted_and_hung_up_with_digits_in_order(
     assert secret not in caplog.text and CALLER not in caplog.text
 
 
-def test_dialling_is_refused_until_built(sandbox: AsteriskSandbox) -> None:
-    """dial() raises ProviderRejected; commands on unknown calls raise CallGone."""
+def test_dialling_an_id_in_use_is_refused_and_unknown_calls_are_gone(
+        sandbox: AsteriskSandbox) -> None:
+    """dial() under a live call's id raises ProviderRejected; commands on unknown calls
+    raise CallGone."""
     provider = _provider(sandbox.settings)
     provider._translate({"type": "StasisStart", "channel": {"id": "x.1", "caller": {}}})
     [call] = provider._calls
 
     async def run() -> None:
         try:
-            with pytest.raises(ProviderRejected, match="not built yet"):
+            with pytest.raises(ProviderRejected, match="already in use"):
                 await provider.dial(call, CALLER)
             with pytest.raises(CallGone):
                 await provider.commands("no-such-call", [Answer()])
