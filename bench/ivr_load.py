@@ -82,7 +82,7 @@ from telephony.commands import BridgeToAgent, ProviderCommand, Verdict
 from telephony.events import AgentAnswered, CallStarted, Digits, Event
 
 ROOT = Path(__file__).resolve().parents[1]
-SIPP_DIR = ROOT / "tests" / "telephony" / "sipp"
+SIPP_DIR = ROOT / "deploy" / "sipp"
 SERVICE = "18005550100"
 PLAIN_PREFIX = "999"         # [from-callers] sends 999 + number to [plain-ivr]
 PIN = "235789"               # keys in the DTMF pcaps' only usable order (see uac_dtmf.xml)

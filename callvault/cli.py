@@ -181,10 +181,17 @@ def demo(
     vault: Annotated[bool, typer.Option(
         help="Then ingest the call into the vault and show QA and compliance access.")
     ] = True,
+    call: Annotated[bool, typer.Option(
+        help="Then place a phone call through the Asterisk sandbox: IVR, PIN, agent, "
+             "screen-pop, recording into the vault.")] = True,
     config: ConfigOption = None,
 ) -> None:
-    """Synthesize a sample call with espeak-ng, redact it, then run it through the vault."""
+    """Synthesize a sample call with espeak-ng, redact it, run it through the vault, then
+    place a real SIPp call through the Asterisk sandbox and follow its recording."""
     from callvault import demo as demo_mod
+    from callvault import demo_call
+    from telephony.ari.sandbox import SandboxError
+    from telephony.errors import TelephonyError
 
     settings = _settings(config)
     where = workdir or settings.state_dir / "demo"
@@ -192,7 +199,9 @@ def demo(
         code = demo_mod.run(settings, where, _err)
         if code == 0 and vault:
             code = demo_mod.run_vault(settings, where, _err)
-    except (RedactionError, StorageError) as exc:
+        if code == 0 and call:
+            code = demo_call.run_call(settings, where, _err)
+    except (RedactionError, StorageError, SandboxError, TelephonyError) as exc:
         raise _fail(str(exc), exc.exit_code) from None
     raise typer.Exit(code)
 

@@ -25,7 +25,7 @@ from telephony.errors import CallGone, ProviderRejected, ProviderUnavailable
 from telephony.events import CallEnded, CallStarted, Digits, Event, PromptDone
 from tests.telephony.sandbox_fixture import free_port, sandbox_settings
 
-SIPP_DIR = Path(__file__).parent / "sipp"
+SIPP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sipp"
 CALLER = "+15551230001"
 
 

@@ -31,7 +31,7 @@ from telephony.events import (
 from tests.telephony.sandbox_fixture import free_port
 from tests.telephony.test_ari_adapter import _finish, _sipp
 
-SIPP_DIR = Path(__file__).parent / "sipp"
+SIPP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sipp"
 RING = 4.0  # agent ring timeout for these tests, seconds
 Outcome = tuple[list[tuple[Event, float]], float, list[tuple[int, str]], list[list[int]]]
 VERDICT = Verdict(verified=True, method="pin", reason=None, at=1.0, account_ref="acct-ref-1")

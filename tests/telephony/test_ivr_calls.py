@@ -38,7 +38,7 @@ from tests.recordings.pipeline_support import BackgroundWorker, runtime, status,
 from tests.storage.vault_fixture import COMPLIANCE, QA
 from tests.telephony.sandbox_fixture import free_port
 
-SIPP_DIR = Path(__file__).parent / "sipp"
+SIPP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sipp"
 CALLER = "+15551230002"
 SPOKEN_ACCOUNT = "47193382"
 AGENT_LINE = ("Thank you for holding, my name is Sam. I can see your account number is "

@@ -15,7 +15,7 @@ import pytest
 from telephony.ari.sandbox import AGENT_PORT_OFFSET, AsteriskSandbox
 from tests.telephony.sandbox_fixture import free_port
 
-SIPP_DIR = Path(__file__).parent / "sipp"
+SIPP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sipp"
 SERVICE = "99918005550100"    # 999 + number: [from-callers] sends it to [plain-ivr]
 RIGHT = "+15557770001"        # presses 235789 (load_caller.xml)
 WRONG = "+15557770002"        # presses 134679 (uac_pin_134679.xml)

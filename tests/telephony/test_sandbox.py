@@ -29,7 +29,7 @@ from telephony.ari.sandbox import (
 from tests.telephony.sandbox_fixture import free_port, sandbox_settings
 
 CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
-SCENARIO = Path(__file__).parent / "sipp" / "uac_answered.xml"
+SCENARIO = Path(__file__).resolve().parents[2] / "deploy" / "sipp" / "uac_answered.xml"
 
 
 def _sockets(pid: int) -> list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
