@@ -25,6 +25,8 @@ from pydantic_settings import (
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("callvault_config_file", default=None)
 _LABEL = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _ENDPOINT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_DIAL_TARGET = re.compile(r"^(sips?:[A-Za-z0-9._~+-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?"
+                          r"|client:[A-Za-z0-9_.-]{1,120}|\+[1-9][0-9]{1,14})$")
 _RESERVED_ENDPOINTS = {"callers", "callers-identify", "transport-udp", "global", "system",
                        "callback-trunk"}
 
@@ -143,8 +145,32 @@ class Settings(BaseSettings):
 
     http_host: str = Field("127.0.0.1", description="address `serve` listens on for HTTP")
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    telephony: Literal["none", "asterisk"] = Field(
+    telephony: Literal["none", "asterisk", "twilio"] = Field(
         "none", description="which phone platform `serve` answers calls from")
+
+    # --- Twilio (webhooks and the REST API) ---
+    twilio_account_sid: str | None = Field(
+        None, pattern=r"^AC[0-9a-fA-F]{32}$", description="the Twilio account (AC...)")
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="signs Twilio's webhooks and authenticates our REST calls (secret)")
+    public_url: str | None = Field(
+        None, pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+        description="the URL Twilio reaches `serve` at (signatures are computed over it; "
+                    "set it when behind a proxy or load balancer)")
+    twilio_api_base_url: str = Field(
+        "https://api.twilio.com", pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$",
+        description="Twilio's REST API (changed only by tests, to a loopback fake)")
+    twilio_agents: dict[str, str] = Field(
+        default_factory=dict,
+        description="agent name (as in agent_desks) → where Twilio dials them: a sip: URI, "
+                    "client:IDENTITY or an E.164 number; all ring at once, the first to "
+                    "answer takes the call")
+    twilio_caller_id: str | None = Field(
+        None, pattern=r"^\+[1-9][0-9]{1,14}$",
+        description="our Twilio number call-backs are placed from")
+    twilio_recording_private_key: Path | None = Field(
+        None, description="PEM private key for Twilio's voice-recording encryption (the "
+                          "account's public key encrypts; unset: recordings arrive plain)")
 
     @property
     def keyring_path(self) -> Path:
@@ -177,6 +203,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: reserved by the sandbox configuration")
         if len(set(value)) != len(value):
             raise ValueError("agent endpoints must be unique")
+        return value
+
+    @field_validator("twilio_agents")
+    @classmethod
+    def _twilio_agents(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, target in value.items():
+            if not _ENDPOINT.match(name):
+                raise ValueError(f"{name[:40]!r}: agent names are endpoint names")
+            if not _DIAL_TARGET.match(target):
+                raise ValueError(f"{name}: dial a sip: URI, client:IDENTITY or +E.164 number")
         return value
 
     @field_validator("agent_desks")

@@ -200,6 +200,65 @@ class IvrMachine:
         """The current state."""
         return self._state
 
+    def snapshot(self) -> dict[str, Any]:
+        """The machine as JSON-able data, so another process can continue the call (Twilio:
+        whichever instance receives the next webhook). Nothing typed is in it: taken
+        mid-entry (keys typed, no submit yet) it raises ValueError, as those keys are a
+        PIN or an account number, which are never stored."""
+        if self._buffer:
+            raise ValueError("an entry is being typed; a snapshot would hold its keys")
+        verdict = self._verdict
+        return {"v": 1, "call_id": self.call_id, "state": self._state.value,
+                "verdict": None if verdict is None else {
+                    "verified": verdict.verified, "method": verdict.method,
+                    "reason": verdict.reason, "at": verdict.at,
+                    "account_ref": verdict.account_ref},
+                "account_ref": self._account_ref, "timers": sorted(self._timers),
+                "stage": self._stage, "tries": self._tries, "prompt": self._prompt,
+                "announcing": self._announcing, "then": self._then, "rounds": self._rounds,
+                "bridging": self._bridging, "error": self.error}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any], config: IvrConfig | None = None) -> IvrMachine:
+        """The machine `snapshot()` described (ValueError if the data is not one)."""
+        try:
+            if data.get("v") != 1:
+                raise ValueError("unknown snapshot version")
+            machine = cls(str(data["call_id"]), config)
+            machine._state = State(data["state"])
+            v = data["verdict"]
+            machine._verdict = None if v is None else Verdict(
+                bool(v["verified"]), v["method"], v["reason"], float(v["at"]),
+                v["account_ref"])
+            machine._account_ref = data["account_ref"]
+            timers = set(data["timers"])
+            if not timers <= set(TIMERS):
+                raise ValueError("unknown timer")
+            machine._timers = timers
+            if data["stage"] not in _ENTRIES or data["then"] not in ("agent", "hangup"):
+                raise ValueError("unknown stage")
+            machine._stage = data["stage"]
+            machine._tries = int(data["tries"])
+            machine._prompt = data["prompt"]
+            machine._announcing = data["announcing"]
+            machine._then = data["then"]
+            machine._rounds = int(data["rounds"])
+            machine._bridging = bool(data["bridging"])
+            machine.error = data["error"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a machine snapshot ({type(exc).__name__})") from None
+        return machine
+
+    @property
+    def prompt(self) -> str | None:
+        """The prompt whose end the machine is waiting for, if any: the entry prompt
+        while collecting an entry, the announcement while announcing."""
+        if self._state is State.ANNOUNCING:
+            return self._announcing
+        if self._state in (State.ENTER_ACCOUNT, State.ENTER_PIN, State.CALLBACK_CONFIRM):
+            return self._prompt
+        return None
+
     @property
     def verdict(self) -> Verdict | None:
         """The call's verdict once reached (it was emitted as a command then)."""

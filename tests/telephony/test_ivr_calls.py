@@ -302,3 +302,44 @@ def test_dial_refuses_numbers_that_are_not_e164(sandbox: AsteriskSandbox) -> Non
             await provider.close()
 
     asyncio.run(run())
+
+
+def test_asterisk_restarting_mid_conversation_loses_no_recording(
+        sandbox: AsteriskSandbox, pg_dsn: str, tmp_path: Path) -> None:
+    """Asterisk restarts while caller and agent talk: the cut call's recording is still
+    handed over once (at the call's end or by the sweep after reconnecting) as a readable
+    WAV, and Asterisk keeps no copy. (Runs last: it restarts the module's sandbox.)"""
+    s = sandbox.settings
+    customers = _customers(pg_dsn, tmp_path)
+    customers.add(ACCOUNT, CALLER, PIN)
+    _speech(AGENT_LINE, "en-us", tmp_path / "agent.wav")
+    _speech(CALLER_LINE, "en-gb+f3", tmp_path / "caller.wav")
+    got: list[tuple[CallRecording, Path]] = []
+
+    async def sink(recording: CallRecording) -> None:
+        kept = tmp_path / f"got-{len(got)}.wav"
+        shutil.move(recording.path, kept)
+        got.append((recording, kept))
+
+    async def calls(ari: AriProvider, driver: IvrDriver) -> None:
+        agent = await _sipp_uas("uas_agent_talk.xml", s.sip_port + AGENT_PORT_OFFSET,
+                                tmp_path, up_ms=30000)
+        caller = await _sipp_uac(s, "uac_pin_235789_talk.xml", tmp_path)
+        try:
+            await _until(lambda: any(c.recording for c in ari._calls.values()), 40)
+            await asyncio.sleep(4.0)  # some conversation on the recording
+            await asyncio.to_thread(sandbox.restart)
+            await asyncio.wait_for(ari.stream.connected.wait(), 30)
+            await _until(lambda: bool(ari.collected), 30)
+            await _until(lambda: not driver.active_calls, 15)
+        finally:
+            for proc in (caller, agent):
+                if proc.returncode is None:
+                    proc.kill()  # their Asterisk went away: no BYE will come
+                await proc.wait()
+
+    asyncio.run(_with_ivr(sandbox, customers, sink, calls))
+    assert len(got) == 1 and got[0][0].agent == "agent1"
+    info = sf.info(str(got[0][1]))
+    assert info.samplerate == 8000 and info.duration > 3.0, info
+    assert not any(parse_recording_name(n) for n in _stored_names(sandbox))

@@ -1,0 +1,355 @@
+"""The IVR over Twilio: each webhook is one step of the call's `IvrMachine`, whose snapshot
+lives in PostgreSQL (`twilio_calls`) between webhooks, and the machine's commands become
+the TwiML of the answer.
+
+A step runs in one transaction with the call's row locked: restore the machine, feed it the
+events the webhook means, do the driver's work (account lookups, the argon2id PIN check)
+at once and feed the results back, render the provider commands as TwiML, store the new
+snapshot, the step number and the TwiML. Every action URL in that TwiML carries the next
+step number; a webhook with an older one (Twilio retried, or callbacks crossed) is answered
+with the stored TwiML and changes nothing, so a PIN attempt is never counted twice.
+
+How the neutral vocabulary maps onto Twilio's: `Play` + `CollectDigits` → `<Gather
+input="dtmf" numDigits finishOnKey timeout>` around a `<Say>`, then a `<Redirect>` for
+silence; Twilio drops the finishing # from `Digits`, so a gathered entry is fed as its keys
+plus the digit timer running out, which ends an entry exactly as the # does. An
+announcement (`Play` without keys) is `<Say>` then `<Redirect>` that reports its end.
+`BridgeToAgent` → `<Dial record="record-from-answer-dual">` ringing every agent of
+`twilio_agents` at once; the agent leg's `url` reports AgentAnswered, the Dial's action
+AgentHungUp or AgentUnavailable. The wait between rounds of agent hunting is `<Pause>`.
+The whole-IVR time limit is a deadline checked at every webhook.
+
+Nothing typed is stored: the snapshot is taken only between entries, and PINs and account
+numbers live in local variables of one step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from ivr.machine import PROMPTS, TIMER_AGENT, TIMER_DIGITS, IvrConfig, IvrMachine, State
+from storage.customers import Customers
+from storage.db import connect, translate_errors
+from telephony.commands import (
+    PROVIDER_COMMAND_TYPES,
+    Answer,
+    BridgeToAgent,
+    CancelTimer,
+    CheckPin,
+    CollectDigits,
+    Command,
+    Hangup,
+    LookupAccountByCaller,
+    LookupAccountByNumber,
+    PlaceCallback,
+    Play,
+    StartTimer,
+    Verdict,
+)
+from telephony.events import (
+    AccountLookup,
+    AgentAnswered,
+    AgentHungUp,
+    AgentUnavailable,
+    CallEnded,
+    CallStarted,
+    Digits,
+    Event,
+    PinChecked,
+    PromptDone,
+    TimerExpired,
+    e164_or_none,
+)
+
+log = logging.getLogger(__name__)
+
+Step = Literal["gather", "timeout", "announce", "agent-wait", "dial"]
+STEPS: tuple[Step, ...] = ("gather", "timeout", "announce", "agent-wait", "dial")
+_DEADLINE_TIMERS = ("ivr", "ring")   # timers Twilio cannot run for us: checked per webhook
+_KEYS = set("0123456789*#")
+
+
+@dataclass
+class StepResult:
+    """The TwiML to answer with, and what to do once the step is committed."""
+
+    twiml: str
+    verdicts: list[tuple[str, Verdict]] = field(default_factory=list)
+    answered: list[tuple[str, str, Verdict]] = field(default_factory=list)  # call, agent
+    callbacks: list[str] = field(default_factory=list)   # account refs to call back
+    replayed: bool = False
+
+
+class TwilioIvr:
+    """Steps of Twilio calls against PostgreSQL; see the module doc."""
+
+    def __init__(self, dsn: str, customers: Customers, public_url: str,
+                 agents: dict[str, str], *, config: IvrConfig | None = None,
+                 agent_ring_seconds: float = 20.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._dsn = dsn
+        self._customers = customers
+        self._base = public_url.rstrip("/")
+        self._agents = dict(agents)
+        self._config = config or IvrConfig()
+        self._ring = agent_ring_seconds
+        self._clock = clock
+
+    # --- the webhooks' entry points (synchronous: run them in a thread) -------------------
+    def incoming(self, call_sid: str, caller: str | None) -> StepResult:
+        """`/twilio/voice`: a new inbound call (or Twilio retrying its first webhook)."""
+        call_id = str(uuid.uuid4())
+        machine = IvrMachine(call_id, self._config)
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute(
+                "INSERT INTO twilio_calls (call_id, call_sid, kind, machine) VALUES"
+                " (%s, %s, 'inbound', %s::jsonb) ON CONFLICT (call_sid) DO NOTHING"
+                " RETURNING call_id", (call_id, call_sid, json.dumps(machine.snapshot()))
+            ).fetchone()
+            if row is None:
+                conn.rollback()
+                old = conn.execute("SELECT last_twiml FROM twilio_calls WHERE call_sid = %s",
+                                   (call_sid,)).fetchone()
+                return StepResult(str(old["last_twiml"]) if old else _hangup(), replayed=True)
+            result = self._run(conn, call_id, machine, {}, 0,
+                               [CallStarted(call_id, e164_or_none(caller), at=self._clock())])
+            conn.commit()
+            log.info("Twilio: call %s started", call_id)
+            return result
+
+    def step(self, call_sid: str, call_id: str, seq: int, kind: Step,
+             params: dict[str, str]) -> StepResult:
+        """A Gather action, a Redirect or a Dial action of call `call_id`, step `seq`."""
+        with connect(self._dsn) as conn, translate_errors():
+            row = self._lock(conn, call_sid, call_id)
+            if row is None:
+                return StepResult(_hangup(), replayed=True)
+            if seq != row["seq"]:
+                log.info("Twilio: call %s: step %d again (now %d); answered as before",
+                         call_id, seq, row["seq"])
+                return StepResult(str(row["last_twiml"]), replayed=True)
+            machine = IvrMachine.restore(row["machine"], self._config)
+            events = self._events(machine, call_id, kind, params, row["agent"])
+            result = self._run(conn, call_id, machine, row["deadlines"], seq, events)
+            conn.commit()
+            return result
+
+    def agent_answered(self, parent_sid: str, call_id: str, agent: str) -> StepResult:
+        """The `url` of a `<Dial>` noun: the agent's phone answered."""
+        if agent not in self._agents:
+            return StepResult(_hangup(), replayed=True)
+        with connect(self._dsn) as conn, translate_errors():
+            row = self._lock(conn, parent_sid, call_id)
+            if row is None or row["agent"] is not None:
+                return StepResult(_hangup() if row is None else "<Response/>", replayed=True)
+            machine = IvrMachine.restore(row["machine"], self._config)
+            if machine.state is not State.CONNECTING_AGENT:
+                return StepResult(_hangup(), replayed=True)  # too late: the caller has gone
+            result = self._run(conn, call_id, machine, row["deadlines"], None,
+                               [AgentAnswered(call_id, agent, at=self._clock())])
+            conn.execute("UPDATE twilio_calls SET agent = %s WHERE call_id = %s",
+                         (agent, call_id))
+            conn.commit()
+            result.twiml = str(VoiceResponse())  # empty: connect the agent to the caller
+            return result
+
+    def ended(self, call_sid: str, status: str) -> StepResult:
+        """A call status callback: the call is over (`status` completed, busy, ...)."""
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT * FROM twilio_calls WHERE call_sid = %s FOR UPDATE",
+                               (call_sid,)).fetchone()
+            if row is None:
+                return StepResult("", replayed=True)
+            machine = IvrMachine.restore(row["machine"], self._config)
+            if machine.state in (State.DONE, State.ERROR):
+                return StepResult("", replayed=True)
+            call_id = str(row["call_id"])
+            result = self._run(conn, call_id, machine, row["deadlines"], None,
+                               [CallEnded(call_id, status, at=self._clock())])
+            conn.commit()
+            result.twiml = ""
+            return result
+
+    def recording_owner(self, call_sid: str, call_id: str) -> tuple[str | None, Verdict | None]:
+        """(agent, verdict) of a call whose recording is ready; ValueError if unknown."""
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT agent, machine FROM twilio_calls WHERE call_id = %s"
+                               " AND call_sid = %s", (call_id, call_sid)).fetchone()
+        if row is None:
+            raise ValueError("no such call")
+        return row["agent"], IvrMachine.restore(row["machine"], self._config).verdict
+
+    # --- inside a step ----------------------------------------------------------------------
+    @staticmethod
+    def _lock(conn: Any, call_sid: str, call_id: str) -> Any:
+        try:
+            uuid.UUID(call_id)
+        except ValueError:
+            return None
+        return conn.execute("SELECT * FROM twilio_calls WHERE call_id = %s AND call_sid = %s"
+                            " FOR UPDATE", (call_id, call_sid)).fetchone()
+
+    def _events(self, machine: IvrMachine, call_id: str, kind: Step,
+                params: dict[str, str], agent: str | None) -> list[Event]:
+        at = self._clock()
+        out: list[Event] = []
+        if kind in ("gather", "timeout", "announce") and machine.prompt is not None:
+            out.append(PromptDone(call_id, machine.prompt, at=at))
+        if kind == "gather":
+            digits = params.get("Digits", "")
+            if digits and set(digits) <= _KEYS and len(digits) <= 64:
+                out.append(Digits(call_id, digits, at=at))
+            out.append(TimerExpired(call_id, TIMER_DIGITS, at=at))
+        elif kind == "timeout":
+            out.append(TimerExpired(call_id, TIMER_DIGITS, at=at))
+        elif kind == "agent-wait":
+            out.append(TimerExpired(call_id, TIMER_AGENT, at=at))
+        elif kind == "dial":
+            answered = agent is not None and params.get("DialCallStatus") in ("completed",
+                                                                              "answered")
+            out.append(AgentHungUp(call_id, at=at) if answered
+                       else AgentUnavailable(call_id, at=at))
+        return out
+
+    def _run(self, conn: Any, call_id: str, machine: IvrMachine, deadlines: dict[str, float],
+             seq: int | None, events: Sequence[Event]) -> StepResult:
+        """Feed `events` (after any deadline that has passed), do the driver work, render
+        the TwiML and store the new state. `seq` None: not a step (no new step number)."""
+        now = self._clock()
+        deadlines = dict(deadlines)
+        queue: list[Event] = [TimerExpired(call_id, name, at=now)
+                              for name, when in sorted(deadlines.items()) if when <= now]
+        for name in [e.timer for e in queue if isinstance(e, TimerExpired)]:
+            deadlines.pop(name, None)
+        queue += list(events)
+        result = StepResult("")
+        provider: list[Command] = []
+        started: dict[str, float] = {}
+        while queue:
+            event = queue.pop(0)
+            for command in machine.handle(event):
+                if isinstance(command, PROVIDER_COMMAND_TYPES):
+                    provider.append(command)
+                elif isinstance(command, StartTimer):
+                    started[command.name] = command.seconds
+                    if command.name in _DEADLINE_TIMERS:
+                        deadlines[command.name] = now + command.seconds
+                elif isinstance(command, CancelTimer):
+                    started.pop(command.name, None)
+                    deadlines.pop(command.name, None)
+                else:
+                    queue += self._work(call_id, command, result)
+        if isinstance(events[-1] if events else None, AgentAnswered):
+            verdict = machine.verdict
+            agent = events[-1].agent  # type: ignore[union-attr]
+            if verdict is not None:
+                result.answered.append((call_id, agent, verdict))
+        if seq is None:  # not a step of the call's TwiML: its step number stays
+            conn.execute("UPDATE twilio_calls SET machine = %s::jsonb, deadlines = %s::jsonb,"
+                         " updated = now() WHERE call_id = %s",
+                         (json.dumps(machine.snapshot()), json.dumps(deadlines), call_id))
+            return result
+        result.twiml = self._render(call_id, seq + 1, machine, provider, started)
+        conn.execute(
+            "UPDATE twilio_calls SET machine = %s::jsonb, seq = %s, last_twiml = %s,"
+            " deadlines = %s::jsonb, updated = now() WHERE call_id = %s",
+            (json.dumps(machine.snapshot()), seq + 1, result.twiml, json.dumps(deadlines),
+             call_id))
+        return result
+
+    def _work(self, call_id: str, command: Command, result: StepResult) -> list[Event]:
+        at = self._clock()
+        customers = self._customers
+        if isinstance(command, LookupAccountByCaller):
+            refs = customers.find_by_phone(command.caller_id)
+            return [AccountLookup(call_id, str(refs[0]) if len(refs) == 1 else None,
+                                  len(refs), at=at)]
+        if isinstance(command, LookupAccountByNumber):
+            ref = customers.find_by_account(command.account_number)
+            return [AccountLookup(call_id, None if ref is None else str(ref),
+                                  0 if ref is None else 1, at=at)]
+        if isinstance(command, CheckPin):
+            checked = customers.check_pin(uuid.UUID(command.account_ref), command.pin)
+            return [PinChecked(call_id, checked.ok, checked.locked, checked.attempts_left,
+                               at=at)]
+        if isinstance(command, PlaceCallback):
+            customers.request_callback(uuid.UUID(command.account_ref))
+            result.callbacks.append(command.account_ref)
+            return []
+        if isinstance(command, Verdict):
+            result.verdicts.append((call_id, command))
+            return []
+        raise TypeError(f"no driver work for {type(command).__name__}")
+
+    # --- TwiML ------------------------------------------------------------------------------
+    def url(self, path: str, **query: str | int) -> str:
+        return f"{self._base}{path}?{urlencode(query)}" if query else f"{self._base}{path}"
+
+    def _render(self, call_id: str, seq: int, machine: IvrMachine,
+                commands: Sequence[Command], started: dict[str, float]) -> str:
+        resp = VoiceResponse()
+        step: dict[str, str | int] = {"call": call_id, "seq": seq}
+        keyed: str | None = None   # a prompt that keys may interrupt, waiting for its Gather
+        for command in commands:
+            if isinstance(command, Answer):
+                continue
+            if isinstance(command, Play):
+                if command.allow_digits:
+                    keyed = command.prompt
+                else:
+                    resp.say(PROMPTS[command.prompt])
+            elif isinstance(command, CollectDigits):
+                gather = resp.gather(
+                    input="dtmf", num_digits=command.max_digits,
+                    finish_on_key=command.terminator or "",
+                    timeout=max(1, math.ceil(command.timeout)),
+                    action=self.url("/twilio/step", **step, ev="gather"), method="POST",
+                    action_on_empty_result=False)
+                if keyed is not None:
+                    gather.say(PROMPTS[keyed])
+                    keyed = None
+                resp.redirect(self.url("/twilio/step", **step, ev="timeout"), method="POST")
+            elif isinstance(command, BridgeToAgent):
+                resp.append(self._dial(call_id, step))
+            elif isinstance(command, Hangup):
+                resp.hangup()
+        if keyed is not None:
+            resp.say(PROMPTS[keyed])
+        if machine.state is State.ANNOUNCING:
+            resp.redirect(self.url("/twilio/step", **step, ev="announce"), method="POST")
+        if TIMER_AGENT in started:
+            resp.pause(length=max(1, math.ceil(started[TIMER_AGENT])))
+            resp.redirect(self.url("/twilio/step", **step, ev="agent-wait"), method="POST")
+        return str(resp)
+
+    def _dial(self, call_id: str, step: dict[str, str | int]) -> Dial:
+        dial = Dial(action=self.url("/twilio/step", **step, ev="dial"), method="POST",
+                    timeout=max(5, math.ceil(self._ring)), record="record-from-answer-dual",
+                    recording_status_callback=self.url("/twilio/recording", call=call_id),
+                    recording_status_callback_method="POST",
+                    recording_status_callback_event="completed")
+        for name, target in self._agents.items():
+            answered = self.url("/twilio/agent", call=call_id, agent=name)
+            if target.startswith(("sip:", "sips:")):
+                dial.sip(target, url=answered, method="POST")
+            elif target.startswith("client:"):
+                dial.client(target.removeprefix("client:"), url=answered, method="POST")
+            else:
+                dial.number(target, url=answered, method="POST")
+        return dial
+
+
+def _hangup() -> str:
+    resp = VoiceResponse()
+    resp.hangup()
+    return str(resp)
