@@ -23,6 +23,8 @@ COPY deploy/asterisk deploy/asterisk
 RUN pip install --no-cache-dir -e . && python -m compileall -q callvault telephony ivr \
     recordings redaction storage
 
+# the render target of the asterisk-config service: a fresh named volume copies its owner
+RUN install -d -o callvault -g callvault -m 0700 /run/callvault-asterisk
 USER callvault
 ENV CALLVAULT_STATE_DIR=/var/lib/callvault PYTHONUNBUFFERED=1
 EXPOSE 8080

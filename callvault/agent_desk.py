@@ -161,6 +161,15 @@ class AgentDesk:
         app.on_shutdown.append(self._shutdown)
 
     # --- publishing -----------------------------------------------------------------------
+    def _exists(self, name: str) -> bool:
+        try:
+            self._users.get(name)
+        except StorageError:   # NotFound, or the database is down: say nothing
+            return False
+        except AccessDenied:   # disabled: still a user
+            return True
+        return True
+
     async def publish(self, endpoint: str, call_id: str, verdict: Verdict) -> int:
         """Queue the screen-pop for every open socket of the user at `endpoint`; return
         how many sockets it was queued for. Never waits for a socket."""
@@ -206,7 +215,11 @@ class AgentDesk:
                 principal: Principal = await asyncio.to_thread(
                     self._users.authenticate, name, password)
         except AccessDenied:
-            shown = name if _USER_NAME.match(name) else "(not a user name)"
+            # a password typed into the user field must not reach the log: name only
+            # users that exist
+            known = bool(_USER_NAME.match(name)) and await asyncio.to_thread(
+                self._exists, name)
+            shown = name if known else "(unknown user)"
             await self._audit(AuditEvent(actor=shown, role="unknown", action="sign_in",
                                          outcome="denied", origin=origin, detail="agent desk"))
             return _error(401, "sign-in failed")

@@ -362,8 +362,8 @@ async def serve_ivr(settings: Settings, customers: Customers, log: AccessLog | N
     """Serve the IVR on the Asterisk of `settings` until cancelled. ARI down or refusing
     our credentials at start is one log line per attempt and a capped backoff, never an
     exception; once started, the events stream reconnects by itself. With `recordings`,
-    agent conversations are recorded and handed to that sink. `drivers`, if given,
-    receives each driver made (for tests and the bench to look at)."""
+    agent conversations are recorded and handed to that sink. `drivers`, if given, holds
+    the driver currently running (for verdict look-ups, tests and the bench)."""
     from telephony.ari.adapter import AriProvider
     from telephony.ari.sandbox import ari_password
 
@@ -389,7 +389,7 @@ async def serve_ivr(settings: Settings, customers: Customers, log: AccessLog | N
             driver = IvrDriver(provider, customers, config=config, log=log,
                                on_verdict=on_verdict, on_agent=on_agent)
             if drivers is not None:
-                drivers.append(driver)
+                drivers[:] = [driver]   # the current one only: old verdicts go with it
             await driver.run()
         finally:
             await provider.close()

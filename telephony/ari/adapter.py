@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from callvault.config import Settings
+from redaction.errors import RedactionError
 from telephony.ari.client import AriClient
 from telephony.ari.events import STREAM_CONNECTED, AriEventStream, StreamStatus
 from telephony.commands import (
@@ -119,6 +122,7 @@ class _Call:
 AGENT_ARG = "agent"               # Stasis args of an agent leg: never a caller
 CALLBACK_ARG = "callback"         # Stasis args of a call-back leg
 RECORDING_PREFIX = "callvault-"   # our recordings in Asterisk: callvault-<call id>-<agent>
+BRIDGE_PREFIX = "callvault-"      # our bridges: callvault-<uuid>
 MAX_RECORDING_BYTES = 2 << 30     # refuse to fetch more (about 37 h of 8 kHz PCM16)
 
 
@@ -167,7 +171,8 @@ class AriProvider:
                  agent_ring_timeout: float = 20.0, callback_trunk: str = "callback-trunk",
                  callback_ring_timeout: float = 45.0,
                  recordings: RecordingSink | None = None, record_dir: Path | None = None,
-                 sweep_interval: float = 60.0) -> None:
+                 sweep_interval: float = 60.0,
+                 max_recording_seconds: float = 4 * 3600.0) -> None:
         if agent_ring_timeout < 1 or callback_ring_timeout < 1:
             raise ValueError("ring timeouts must be at least 1 s")
         if recordings is not None and record_dir is None:
@@ -182,8 +187,10 @@ class AriProvider:
         self._sink = recordings
         self._record_dir = record_dir
         self._sweep_interval = sweep_interval
+        self._max_recording = max(1, round(max_recording_seconds))
         self._collecting: set[str] = set()        # recording names being collected
-        self.collected: list[str] = []            # call ids whose recording reached the sink
+        self.collected: deque[str] = deque(maxlen=1000)  # calls whose recording was handed over
+        self._refused: set[str] = set()           # recordings the sink refused for good
         self._next_agent = 0                      # round robin position in _agents
         self._legs: dict[str, _Leg] = {}          # ARI channel id of an agent leg → leg
         self._calls: dict[str, _Call] = {}        # our call id → call
@@ -215,7 +222,8 @@ class AriProvider:
         return cls(client, stream, agents=settings.agent_endpoints,
                    agent_ring_timeout=agent_ring_timeout or settings.agent_ring_seconds,
                    callback_trunk=settings.callback_trunk, recordings=recordings,
-                   record_dir=settings.spool_dir / "incoming", sweep_interval=sweep_interval)
+                   record_dir=settings.spool_dir / "incoming", sweep_interval=sweep_interval,
+                   max_recording_seconds=settings.max_duration_seconds)
 
     def __repr__(self) -> str:
         return f"AriProvider({self.client.base_url!r}, app={self.stream.app!r})"
@@ -262,6 +270,7 @@ class AriProvider:
             if raw.get("type") == STREAM_CONNECTED:
                 for ended in await self._reconcile():
                     yield ended
+                await self._end_orphans()
                 if self._sink is not None:
                     self._spawn(self._sweep())
                 continue
@@ -278,13 +287,51 @@ class AriProvider:
             except CallGone:
                 if call.channel in self._by_channel:
                     self._forget(call.channel)
+                    self._teardown(call)
                     log.info("ARI: call %s ended while the events stream was down",
                              call.call_id)
                     ended.append(CallEnded(call.call_id, "provider-lost", at=self._clock()))
             except TelephonyError as exc:
                 log.warning("ARI: cannot check call %s after reconnecting: %s",
                             call.call_id, exc)
+        for leg in list(self._legs.values()):  # agents who left while nobody listened
+            try:
+                await self.client.get_channel(leg.channel)
+            except CallGone:
+                ended += self._leg_over(leg, self._clock())
+            except TelephonyError as exc:
+                log.warning("ARI: cannot check an agent leg of call %s after reconnecting: "
+                            "%s", leg.call_id, exc)
         return ended
+
+    async def _end_orphans(self) -> None:
+        """End what an earlier callvault process left in Asterisk: our bridges nobody here
+        owns (destroying one stops its recording, which the sweep then collects) and
+        channels in our application that this process does not know (their IVR state is
+        gone with that process). One callvault serves one ARI application."""
+        try:
+            _, body = await self.client.request("GET", "bridges", "list bridges")
+            _, chans = await self.client.request("GET", "channels", "list channels")
+        except TelephonyError as exc:
+            log.warning("ARI: cannot look for calls left by an earlier process (%s)",
+                        type(exc).__name__)
+            return
+        owned = {c.bridge for c in self._calls.values()}
+        for bridge in json.loads(body or b"[]"):
+            ident = str(bridge.get("id", "")) if isinstance(bridge, dict) else ""
+            if ident.startswith(BRIDGE_PREFIX) and ident not in owned:
+                log.warning("ARI: destroying a bridge left by an earlier process")
+                await self._destroy_bridge(ident)
+        known = set(self._by_channel) | set(self._legs)
+        for chan in json.loads(chans or b"[]"):
+            if not isinstance(chan, dict):
+                continue
+            plan = chan.get("dialplan") or {}
+            ours = plan.get("app_name") == "Stasis" and str(
+                plan.get("app_data", "")).split(",")[0] == self.stream.app
+            if ours and chan.get("id") not in known:
+                log.warning("ARI: hanging up a channel left by an earlier process")
+                await self._hangup_leg(str(chan["id"]))
 
     def _translate(self, raw: dict[str, Any]) -> list[Event]:
         kind = raw.get("type")
@@ -296,7 +343,9 @@ class AriProvider:
         if chan_id is not None and chan_id in self._legs:
             return self._leg_event(str(kind), self._legs[chan_id], at)
         if kind == "StasisStart" and AGENT_ARG in (raw.get("args") or []):
-            log.warning("ARI: an agent leg we do not know entered the application; ignored")
+            log.warning("ARI: an agent leg we do not know entered the application; hung up")
+            if chan_id is not None:
+                self._spawn(self._hangup_leg(str(chan_id)))
             return []
         if kind == "StasisStart" and chan_id is not None:
             if chan_id in self._by_channel:
@@ -308,7 +357,8 @@ class AriProvider:
                 return []
             if CALLBACK_ARG in (raw.get("args") or []):
                 log.warning("ARI: a call-back leg we do not know entered the application;"
-                            " ignored")
+                            " hung up")
+                self._spawn(self._hangup_leg(str(chan_id)))
                 return []
             call = _Call(call_id=str(uuid.uuid4()), channel=chan_id)
             self._calls[call.call_id] = call
@@ -433,7 +483,7 @@ class AriProvider:
         if call.bridge is not None:
             await self._ring(call, agent)
             return
-        call.bridge = str(uuid.uuid4())
+        call.bridge = f"{BRIDGE_PREFIX}{uuid.uuid4()}"
         await self.client.create_bridge(call.bridge)
         self._check_alive(call)
         # Ring first: Asterisk answers addChannel only once the caller's current prompt
@@ -458,8 +508,11 @@ class AriProvider:
         except TelephonyError as exc:
             log.warning("ARI: call %s: ringing agent %s failed: %s", call.call_id, agent, exc)
             self._inject(what="failed", leg=leg.channel)
+            self._spawn(self._hangup_leg(leg.channel))  # a timed-out originate may ring
             self._check_alive(call)
             return
+        if call.call_id not in self._calls:  # the caller left while the POST was in flight
+            self._spawn(self._hangup_leg(leg.channel))
         self._check_alive(call)
         self._spawn(self._ring_guard(leg))
 
@@ -514,7 +567,8 @@ class AriProvider:
     # --- recordings ---------------------------------------------------------------------
     async def _start_recording(self, call: _Call, bridge: str, name: str) -> None:
         try:
-            await self.client.record_bridge(bridge, name)
+            # capped at what the vault accepts, so an orphaned recording still ends
+            await self.client.record_bridge(bridge, name, max_seconds=self._max_recording)
             log.info("ARI: call %s: recording the agent conversation", call.call_id)
         except TelephonyError as exc:
             # The conversation goes on unrecorded: say so loudly, it is a compliance gap.
@@ -526,7 +580,7 @@ class AriProvider:
         reached the sink. Failures leave Asterisk's copy for the next sweep."""
         parsed = parse_recording_name(name)
         if parsed is None or self._sink is None or self._record_dir is None \
-                or name in self._collecting:
+                or name in self._collecting or name in self._refused:
             return False
         call_id, agent = parsed
         self._collecting.add(name)
@@ -554,6 +608,11 @@ class AriProvider:
             log.warning("ARI: recording of call %s is not in Asterisk (nothing was "
                         "recorded, or it was collected already)", call_id)
             return False
+        except (RedactionError, ProviderRejected) as exc:  # bad audio, too big: for good
+            self._refused.add(name)
+            log.error("ARI: recording of call %s refused by the vault (%s: %s); it stays "
+                      "in Asterisk for an operator", call_id, type(exc).__name__, exc)
+            return False
         except Exception as exc:  # storage down, Asterisk gone: keep Asterisk's copy
             log.warning("ARI: recording of call %s not collected yet (%s); Asterisk keeps "
                         "it for the next sweep", call_id, type(exc).__name__)
@@ -580,7 +639,10 @@ class AriProvider:
         while True:
             await asyncio.sleep(self._sweep_interval)
             if self.stream.connected.is_set():
-                await self._sweep()
+                try:
+                    await self._sweep()
+                except Exception as exc:  # the next round tries again
+                    log.error("ARI: the recording sweep failed (%s)", type(exc).__name__)
 
     async def _destroy_bridge(self, bridge: str) -> None:
         try:
@@ -598,7 +660,12 @@ class AriProvider:
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ARI: background work failed (%s)", type(task.exception()).__name__)
 
     async def _stop(self, playback_id: str) -> None:
         try:
@@ -668,4 +735,6 @@ class AriProvider:
         except TelephonyError:
             if call.channel in self._by_channel:
                 self._forget(call.channel)
+            # a timed-out originate may still have been placed: make sure it is not ringing
+            self._spawn(self._hangup_leg(call.channel))
             raise

@@ -13,6 +13,7 @@ call ids is the adapter's job (`telephony.ari.adapter`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -240,7 +241,7 @@ class AriClient:
                             if size > max_bytes:
                                 raise ProviderRejected(
                                     f"ARI fetch recording: larger than {max_bytes} bytes")
-                            out.write(chunk)
+                            await asyncio.to_thread(out.write, chunk)  # off the event loop
                 except TimeoutError:
                     raise ProviderUnavailable("ARI fetch recording: no data from "
                                               f"{self.base_url}") from None
@@ -248,8 +249,7 @@ class AriClient:
                     raise ProviderUnavailable(f"ARI fetch recording: cannot reach "
                                               f"{self.base_url} ({type(exc).__name__})") \
                         from None
-                out.flush()
-                os.fsync(out.fileno())
+                await asyncio.to_thread(_sync, out)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -263,6 +263,11 @@ class AriClient:
         except CallGone:
             return False
         return True
+
+
+def _sync(out: Any) -> None:
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def _seg(ident: str) -> str:

@@ -147,4 +147,11 @@ def test_agents_are_picked_round_robin_skipping_busy_ones_and_legs_are_not_calle
     provider._legs["leg.1"] = _Leg("call", "a2", "leg.1")
     assert [provider._pick_agent() for _ in range(3)] == ["a3", "a1", "a3"]
     stray = {"type": "StasisStart", "args": ["agent"], "channel": {"id": "x.9", "caller": {}}}
-    assert provider._translate(stray) == [] and provider._calls == {}
+
+    async def translate() -> list[object]:
+        out: list[object] = list(provider._translate(stray))  # and a hang-up is attempted
+        assert len(provider._tasks) == 1
+        await provider.close()
+        return out
+
+    assert asyncio.run(translate()) == [] and provider._calls == {}

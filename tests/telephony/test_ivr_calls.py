@@ -332,6 +332,8 @@ def test_asterisk_restarting_mid_conversation_loses_no_recording(
             await asyncio.wait_for(ari.stream.connected.wait(), 30)
             await _until(lambda: bool(ari.collected), 30)
             await _until(lambda: not driver.active_calls, 15)
+            await _until(lambda: not ari._legs and not ari._calls, 10)
+            assert ari._busy() == set(), "the cut call's agent is free again"
         finally:
             for proc in (caller, agent):
                 if proc.returncode is None:
