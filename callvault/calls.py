@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,16 +32,22 @@ def verdict_document(verdict: Verdict | None) -> dict[str, Any] | None:
             "reason": verdict.reason, "at": verdict.at}
 
 
+async def register(rt: pipeline.Runtime, recording: CallRecording,
+                   verdict: Verdict | None) -> uuid.UUID:
+    """Register one recording with the vault pipeline of `rt`; its recording id."""
+    registered = await asyncio.to_thread(
+        pipeline.register, rt, recording.path, call_id=recording.call_id,
+        agent=recording.agent, verdict=verdict_document(verdict))
+    log.info("call %s: recording %s %s", recording.call_id, registered.recording_id,
+             "registered" if registered.created else "was registered already")
+    return registered.recording_id
+
+
 def vault_sink(rt: pipeline.Runtime, verdict_of: VerdictOf) -> RecordingSink:
     """A sink that registers each recording with the vault pipeline of `rt`;
     `verdict_of(call_id)` gives the call's verdict if this process still knows it."""
 
     async def sink(recording: CallRecording) -> None:
-        verdict = verdict_document(verdict_of(recording.call_id))
-        registered = await asyncio.to_thread(
-            pipeline.register, rt, recording.path, call_id=recording.call_id,
-            agent=recording.agent, verdict=verdict)
-        log.info("call %s: recording %s %s", recording.call_id, registered.recording_id,
-                 "registered" if registered.created else "was registered already")
+        await register(rt, recording, verdict_of(recording.call_id))
 
     return sink

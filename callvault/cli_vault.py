@@ -28,6 +28,7 @@ from typer.exceptions import TyperException
 
 from callvault import services as svc
 from callvault.cli_common import ConfigOption, err, fail, settings_from
+from callvault.config import ConfigError
 from recordings import pipeline
 from redaction.errors import RedactionError
 from storage.access import Principal
@@ -78,7 +79,7 @@ def _errors() -> Iterator[None]:
     line naming only its type, because a driver's message can quote a DSN or CPNI."""
     try:
         yield
-    except (StorageError, RedactionError) as exc:
+    except (StorageError, RedactionError, ConfigError) as exc:
         raise fail(str(exc), exc.exit_code) from None
     except (typer.Exit, typer.Abort, TyperException):
         raise
@@ -201,6 +202,10 @@ def worker(
 def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
           host: str | None = None, port: int | None = None) -> None:
     settings = settings_from(config, http_host=host, http_port=port)
+    if serve and settings.telephony == "twilio":
+        from callvault.twilio_wiring import required
+        with _errors():
+            required(settings)   # before anything starts
     with _errors(), svc.services(settings) as s:
         rt = s.runtime()
         app = pipeline.build_app(rt)
@@ -223,6 +228,8 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                           markup=False)
                 runner = None
                 desk = None
+                twilio = None
+                intake_task = None
                 if serve:
                     from callvault import app as http
                     from callvault.agent_desk import AgentDesk
@@ -231,6 +238,20 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                                      session_seconds=settings.agent_session_seconds,
                                      log=s.db.log)
                     desk.add_routes(web_app)
+                    if settings.telephony == "twilio":
+                        from callvault import twilio_wiring
+                        from storage.customers import Customers
+
+                        async def pop(call_id: str, agent: str, verdict: Verdict) -> None:
+                            if desk is not None:
+                                await desk.publish(agent, call_id, verdict)
+
+                        twilio = twilio_wiring.build(
+                            settings, s.db.dsn, Customers(s.db.dsn, s.db.keys), s.db.log, rt,
+                            web_app, pop)
+                        intake_task = asyncio.create_task(twilio.intake.run())
+                        err.print(f"Twilio webhooks at {settings.public_url}/twilio/voice",
+                                  markup=False)
                     runner = await http.start(web_app, settings.http_host, settings.http_port)
                     err.print(f"HTTP on http://{settings.http_host}:{settings.http_port}/",
                               markup=False)
@@ -264,6 +285,12 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                         rt, app, concurrency=concurrency or settings.worker_concurrency,
                         install_signal_handlers=True, on_tick=tick)
                 finally:
+                    if intake_task is not None:
+                        intake_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await intake_task
+                    if twilio is not None:
+                        await twilio.rest.close()
                     if ivr_task is not None:
                         ivr_task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

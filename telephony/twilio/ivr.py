@@ -61,6 +61,9 @@ from telephony.events import (
     AgentAnswered,
     AgentHungUp,
     AgentUnavailable,
+    CallbackAnswered,
+    CallbackFailed,
+    CallbackPlaced,
     CallEnded,
     CallStarted,
     Digits,
@@ -163,9 +166,12 @@ class TwilioIvr:
             result.twiml = str(VoiceResponse())  # empty: connect the agent to the caller
             return result
 
-    def ended(self, call_sid: str, status: str) -> StepResult:
-        """A call status callback: the call is over (`status` completed, busy, ...)."""
+    def ended(self, call_sid: str, status: str, leg: str | None = None) -> StepResult:
+        """A call status callback: the call is over (`status` completed, busy, ...). For a
+        call-back leg (`leg`, our id) that never answered, the call-back failed."""
         with connect(self._dsn) as conn, translate_errors():
+            if leg is not None:
+                self._adopt(conn, leg, call_sid)
             row = conn.execute("SELECT * FROM twilio_calls WHERE call_sid = %s FOR UPDATE",
                                (call_sid,)).fetchone()
             if row is None:
@@ -174,18 +180,85 @@ class TwilioIvr:
             if machine.state in (State.DONE, State.ERROR):
                 return StepResult("", replayed=True)
             call_id = str(row["call_id"])
-            result = self._run(conn, call_id, machine, row["deadlines"], None,
-                               [CallEnded(call_id, status, at=self._clock())])
+            at = self._clock()
+            event: Event = (CallbackFailed(call_id, status, at=at)
+                            if machine.state is State.CALLBACK_DIALING
+                            else CallEnded(call_id, status, at=at))
+            result = self._run(conn, call_id, machine, row["deadlines"], None, [event])
             conn.commit()
             result.twiml = ""
             return result
 
-    def recording_owner(self, call_sid: str, call_id: str) -> tuple[str | None, Verdict | None]:
-        """(agent, verdict) of a call whose recording is ready; ValueError if unknown."""
+    # --- call-back legs -----------------------------------------------------------------------
+    def new_callback_leg(self, account_ref: str) -> tuple[str, str]:
+        """Make the state of a call-back leg for `account_ref`: (our leg id, the number of
+        record to dial, which the caller must not log)."""
+        number = self._customers.phone_of_record(uuid.UUID(account_ref))
+        leg = str(uuid.uuid4())
+        machine = IvrMachine.for_callback(leg, account_ref, self._config)
         with connect(self._dsn) as conn, translate_errors():
-            row = conn.execute("SELECT agent, machine FROM twilio_calls WHERE call_id = %s"
-                               " AND call_sid = %s", (call_id, call_sid)).fetchone()
-        if row is None:
+            conn.execute("INSERT INTO twilio_calls (call_id, kind, machine) VALUES"
+                         " (%s, 'callback', %s::jsonb)", (leg, json.dumps(machine.snapshot())))
+            conn.commit()
+        return leg, number
+
+    def callback_placed(self, leg: str, call_sid: str | None) -> StepResult:
+        """Twilio took the call-back (its CallSid), or refused it (None): CallbackPlaced
+        or CallbackFailed for the leg's machine."""
+        with connect(self._dsn) as conn, translate_errors():
+            if call_sid is not None:
+                self._adopt(conn, leg, call_sid)
+            row = conn.execute("SELECT * FROM twilio_calls WHERE call_id = %s FOR UPDATE",
+                               (leg,)).fetchone()
+            if row is None:
+                return StepResult("", replayed=True)
+            machine = IvrMachine.restore(row["machine"], self._config)
+            at = self._clock()
+            event: Event = (CallbackPlaced(leg, at=at) if call_sid is not None
+                            else CallbackFailed(leg, "provider-rejected", at=at))
+            if machine.state is not State.CALLBACK_DIALING:
+                return StepResult("", replayed=True)
+            result = self._run(conn, leg, machine, row["deadlines"], None, [event])
+            conn.commit()
+            return result
+
+    def callback_answered(self, call_sid: str, leg: str) -> StepResult:
+        """The call-back's Url: the customer's phone answered; the first step of the leg."""
+        with connect(self._dsn) as conn, translate_errors():
+            self._adopt(conn, leg, call_sid)
+            row = self._lock(conn, call_sid, leg)
+            if row is None:
+                return StepResult(_hangup(), replayed=True)
+            if row["seq"] != 0:
+                return StepResult(str(row["last_twiml"]), replayed=True)
+            machine = IvrMachine.restore(row["machine"], self._config)
+            events: list[Event] = [CallbackAnswered(leg, at=self._clock())]
+            if machine.state is State.CALLBACK_DIALING and "ring" not in row["deadlines"]:
+                # the Url came before our own CallbackPlaced (a fast answer): both now
+                events.insert(0, CallbackPlaced(leg, at=self._clock()))
+            result = self._run(conn, leg, machine, row["deadlines"], 0, events)
+            conn.commit()
+            return result
+
+    @staticmethod
+    def _adopt(conn: Any, leg: str, call_sid: str) -> None:
+        """Give a call-back leg its CallSid, once (the first of Twilio's reply to the
+        create, its Url request or its status callback to arrive)."""
+        try:
+            uuid.UUID(leg)
+        except ValueError:
+            return
+        conn.execute("UPDATE twilio_calls SET call_sid = %s WHERE call_id = %s AND kind ="
+                     " 'callback' AND call_sid IS NULL", (call_sid, leg))
+
+    def recording_owner(self, call_sid: str | None, call_id: str
+                        ) -> tuple[str | None, Verdict | None]:
+        """(agent, verdict) of a call (whose CallSid is `call_sid`, when given); ValueError
+        if there is no such call."""
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT agent, machine, call_sid FROM twilio_calls"
+                               " WHERE call_id = %s", (call_id,)).fetchone()
+        if row is None or (call_sid is not None and row["call_sid"] != call_sid):
             raise ValueError("no such call")
         return row["agent"], IvrMachine.restore(row["machine"], self._config).verdict
 

@@ -13,7 +13,9 @@ Routes, what Twilio calls each for, and the machine event it becomes:
   keys, prompt ends, timers, agent results.
 - `POST /twilio/agent?call&agent`: the agent's phone answered (the Dial noun's `url`) →
   AgentAnswered and the agent's screen-pop.
-- `POST /twilio/status`: the call's status callback → CallEnded.
+- `POST /twilio/status[?leg]`: a call's status callback → CallEnded (a call-back leg that
+  never answered: CallbackFailed).
+- `POST /twilio/callback?leg`: the call-back's Url, the customer answered → CallbackAnswered.
 - `POST /twilio/recording?call`: the Dial recording's status callback → the vault.
 """
 
@@ -33,7 +35,9 @@ from twilio.request_validator import RequestValidator
 from storage.audit import AccessLog, AuditEvent
 from storage.errors import StorageError
 from telephony.commands import Verdict
+from telephony.errors import TelephonyError
 from telephony.twilio.ivr import STEPS, StepResult, TwilioIvr
+from telephony.twilio.rest import TwilioRest
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,8 @@ class TwilioWebhooks:
     def __init__(self, ivr: TwilioIvr, account_sid: str, auth_token: SecretStr,
                  public_url: str, *, access_log: AccessLog | None = None,
                  on_verdict: OnVerdict | None = None, on_agent: OnAgent | None = None,
-                 on_recording: OnRecording | None = None) -> None:
+                 on_recording: OnRecording | None = None, rest: TwilioRest | None = None,
+                 callback_ring_seconds: float = 45.0) -> None:
         self._ivr = ivr
         self._account = account_sid
         self._validator = RequestValidator(auth_token.get_secret_value())
@@ -73,6 +78,8 @@ class TwilioWebhooks:
         self._on_verdict = on_verdict
         self._on_agent = on_agent
         self._on_recording = on_recording
+        self._rest = rest
+        self._callback_ring = callback_ring_seconds
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/twilio/voice", self._voice)
@@ -80,6 +87,7 @@ class TwilioWebhooks:
         app.router.add_post("/twilio/agent", self._agent)
         app.router.add_post("/twilio/status", self._status)
         app.router.add_post("/twilio/recording", self._recording)
+        app.router.add_post("/twilio/callback", self._callback)
 
     # --- the checks every request passes first ----------------------------------------------
     async def _checked(self, request: web.Request) -> dict[str, str]:
@@ -146,9 +154,36 @@ class TwilioWebhooks:
             await _call(self._on_verdict, call_id, verdict)
         for call_id, agent, verdict in result.answered:
             await _call(self._on_agent, call_id, agent, verdict)
-        for _ in result.callbacks:
-            log.warning("Twilio: a call-back was asked for; placing call-backs over the REST "
-                        "API is not built yet")
+        for account_ref in result.callbacks:
+            await self._place_callback(account_ref)
+
+    async def _place_callback(self, account_ref: str) -> None:
+        """Dial the number of record over the REST API on a new leg of our own."""
+        try:
+            leg, number = await asyncio.to_thread(self._ivr.new_callback_leg, account_ref)
+        except (StorageError, ValueError) as exc:
+            log.error("Twilio: the call-back could not be prepared (%s)", type(exc).__name__)
+            return
+        sid: str | None = None
+        if self._rest is None:
+            log.error("Twilio: call-back leg %s: no REST client configured", leg)
+        else:
+            try:
+                sid = await self._rest.place_call(
+                    number, self._ivr.url("/twilio/callback", leg=leg),
+                    self._ivr.url("/twilio/status", leg=leg),
+                    timeout=max(5, round(self._callback_ring)))
+                log.info("Twilio: call-back leg %s dialling", leg)
+            except TelephonyError as exc:
+                log.warning("Twilio: call-back leg %s could not be placed (%s: %s)", leg,
+                            type(exc).__name__, exc)
+        try:
+            result = await asyncio.to_thread(self._ivr.callback_placed, leg, sid)
+        except StorageError as exc:
+            log.error("Twilio: call-back leg %s: state not stored (%s)", leg,
+                      type(exc).__name__)
+            return
+        await self._after(result)
 
     # --- the routes --------------------------------------------------------------------------
     async def _voice(self, request: web.Request) -> web.Response:
@@ -182,9 +217,21 @@ class TwilioWebhooks:
         async def work(p: dict[str, str]) -> StepResult:
             sid = _sid(p)
             status = p.get("CallStatus", "")
+            leg = request.rel_url.query.get("leg")
+            if leg is not None and not _UUID.match(leg):
+                raise Refused(400, "not a leg of ours")
             if status not in _ENDED:
                 return StepResult("")
-            return await asyncio.to_thread(self._ivr.ended, sid, status)
+            return await asyncio.to_thread(self._ivr.ended, sid, status, leg)
+        return await self._handle(request, work)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        async def work(p: dict[str, str]) -> StepResult:
+            sid = _sid(p)
+            leg = request.rel_url.query.get("leg", "")
+            if not _UUID.match(leg):
+                raise Refused(400, "not a leg of ours")
+            return await asyncio.to_thread(self._ivr.callback_answered, sid, leg)
         return await self._handle(request, work)
 
     async def _recording(self, request: web.Request) -> web.Response:

@@ -80,6 +80,18 @@ class TwilioSimulator:
     def run(self, call: SimCall, max_requests: int = 60) -> SimCall:
         """Place the call and follow its TwiML until it hangs up."""
         resp = self.post(f"{self.base}/twilio/voice", self.params(call, CallStatus="ringing"))
+        return self._follow_all(call, resp, max_requests)
+
+    def answer(self, call: SimCall, url: str, status_callback: str | None = None,
+               max_requests: int = 60) -> SimCall:
+        """An outbound call we were asked to place (a call-back) is answered: fetch its
+        `url` and follow the TwiML; the status callback goes to `status_callback`."""
+        resp = self.post(url, self.params(call, Direction="outbound-api"))
+        self._follow_all(call, resp, max_requests, status_callback)
+        return call
+
+    def _follow_all(self, call: SimCall, resp: Response, max_requests: int,
+                    status_callback: str | None = None) -> SimCall:
         for _ in range(max_requests):
             if resp.status != 200:
                 raise AssertionError(f"webhook answered {resp.status}: {resp.body[:200]}")
@@ -91,7 +103,8 @@ class TwilioSimulator:
         else:
             raise AssertionError("the call did not end")
         call.ended = True
-        self.post(f"{self.base}/twilio/status", self.params(call, CallStatus="completed"))
+        self.post(status_callback or f"{self.base}/twilio/status",
+                  self.params(call, CallStatus="completed"))
         return call
 
     def _follow(self, call: SimCall, root: ET.Element) -> Response | None:
