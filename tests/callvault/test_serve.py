@@ -206,3 +206,60 @@ def test_serve_answers_calls_with_the_ivr(tmp_path: Path, pg_server: EmbeddedPos
     text = (tmp_path / "serve.log").read_text(errors="replace")
     for secret in ("235789", "97531864", CALLER, "4719", "3382"):
         assert secret not in text
+
+
+def test_serve_answers_twilio_webhooks(tmp_path: Path, pg_server: EmbeddedPostgres,
+                                       seaweed: EmbeddedSeaweed) -> None:
+    """With telephony = "twilio", `serve` answers the simulator's signed webhooks: the right
+    PIN gets the Dial; a forged request gets 403; without the account settings `serve`
+    refuses to start, naming them."""
+    from storage.customers import Customers
+    from storage.db import migrate
+    from storage.keys import LocalKeyring
+    from tests.telephony.twilio_sim import ACCOUNT, TOKEN, TwilioSimulator
+
+    dsn = fresh_database(pg_server)
+    bucket = f"tw-{uuid.uuid4().hex[:10]}"
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**_env(tmp_path, dsn, seaweed, bucket), "CALLVAULT_TELEPHONY": "twilio"}
+    missing = subprocess.run([*CLI, "serve", "--port", str(port)], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 12
+    assert "twilio_account_sid, twilio_auth_token, public_url" in missing.stderr
+    env |= {"CALLVAULT_TWILIO_ACCOUNT_SID": ACCOUNT, "CALLVAULT_TWILIO_AUTH_TOKEN": TOKEN,
+            "CALLVAULT_PUBLIC_URL": base,
+            "CALLVAULT_TWILIO_AGENTS": json.dumps({"agent1": "client:agent1"})}
+    migrate(dsn)
+    Customers(dsn, LocalKeyring(tmp_path / "state" / "keys" / "keyring.json")).add(
+        "97531864", "+15551230005", "235789")
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=log,
+                            stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while b"HTTP on" not in (tmp_path / "serve.log").read_bytes():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        sim = TwilioSimulator(base)
+        call = sim.run(sim.new_call("+15551230005", ["235789#"]))
+        assert len(call.dials) == 1 and call.dials[0].get("record") == "record-from-answer-dual"
+        forged = TwilioSimulator(base, token="wrong-token")
+        assert forged.post(f"{base}/twilio/voice", forged.params(
+            forged.new_call("+15551230005", []))).status == 403
+        with connect(dsn) as conn:
+            verdicts = [r["detail"] for r in conn.execute(
+                "SELECT detail FROM access_log WHERE action = 'verdict'")]
+        assert verdicts == ["verified pin"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        with contextlib.suppress(Exception):
+            drop_bucket(seaweed, bucket)
+    text = (tmp_path / "serve.log").read_text(errors="replace")
+    for secret in ("235789", "97531864", "+15551230005", TOKEN):
+        assert secret not in text

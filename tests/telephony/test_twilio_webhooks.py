@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -186,3 +187,58 @@ def test_a_replayed_or_late_webhook_is_answered_as_before_and_counts_nothing(
     late = sim.post(action, sim.params(call, Digits=PIN))  # the old step, a different entry
     assert late.body == wrong.body and server.verdicts == []
     assert len(_rows(server.dsn)) == 1
+
+
+@contextlib.contextmanager
+def _serving(app: web.Application, port: int) -> Iterator[None]:
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    runner = web.AppRunner(app, access_log=None)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()),
+                                              loop.run_forever()), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_two_instances_behind_a_load_balancer_serve_one_call_between_them(
+        pg_dsn: str, tmp_path: Path) -> None:
+    """Each webhook of a call goes to the other instance (signatures over the public URL
+    of the balancer): the call flows as on one instance, with one verdict."""
+    customers = _customers(pg_dsn, tmp_path)
+    customers.add(ACCOUNT, CALLER, PIN)
+    public = "http://lb.callvault.test"
+    verdicts: list[tuple[str, Verdict]] = []
+    ports = [free_port(), free_port()]
+    apps = []
+    for _ in ports:
+        app = web.Application()
+        TwilioWebhooks(TwilioIvr(pg_dsn, customers, public, AGENTS), SID, SecretStr(TOKEN),
+                       public, on_verdict=lambda c, v: verdicts.append((c, v))
+                       ).add_routes(app)
+        apps.append(app)
+    hits: list[int] = []
+
+    def balance(url: str) -> str:
+        port = ports[len(hits) % 2]
+        hits.append(port)
+        return url.replace(public, f"http://127.0.0.1:{port}")
+
+    with _serving(apps[0], ports[0]), _serving(apps[1], ports[1]):
+        sim = TwilioSimulator(public, route=balance)
+        call = sim.run(sim.new_call(CALLER, [WRONG_PIN + "#", PIN + "#"]))
+    assert len(call.dials) == 1 and set(hits) == set(ports) and len(hits) >= 5
+    assert [(v.verified, v.method) for _, v in verdicts] == [(True, "pin")]
+    assert any("not valid" in said for said in call.said)  # the wrong PIN was refused

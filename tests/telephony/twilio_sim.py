@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twilio.request_validator import RequestValidator
@@ -44,10 +45,14 @@ class SimCall:
 class TwilioSimulator:
     """Drives calls against the webhooks at `base` (the public URL they were given)."""
 
-    def __init__(self, base: str, account: str = ACCOUNT, token: str = TOKEN) -> None:
+    def __init__(self, base: str, account: str = ACCOUNT, token: str = TOKEN, *,
+                 route: Callable[[str], str] | None = None) -> None:
+        """`base` is the public URL; `route`, if given, maps each public URL to where the
+        request is really sent (a load balancer picking an instance)."""
         self.base = base.rstrip("/")
         self.account = account
         self._validator = RequestValidator(token)
+        self._route = route or (lambda url: url)
         self.sent: list[tuple[str, dict[str, str], Response]] = []
 
     def post(self, url: str, params: dict[str, str], *, sign: bool = True,
@@ -58,7 +63,8 @@ class TwilioSimulator:
             headers["X-Twilio-Signature"] = signature or self._validator.compute_signature(
                 url, params)
         data = urllib.parse.urlencode(params).encode()
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        request = urllib.request.Request(self._route(url), data=data, headers=headers,
+                                         method="POST")
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 out = Response(resp.status, resp.read().decode())
