@@ -214,7 +214,17 @@ async def _serve(config: dict[str, Any]) -> None:
         profile.times.clear()
         return web.Response(status=204)
 
-    app = web.Application()
+    @web.middleware
+    async def timing(request: web.Request, handler: Any) -> web.StreamResponse:
+        began = time.perf_counter()
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            if request.path.startswith("/twilio/"):
+                profile.add(f"handler: {_kind(request.path_qs)}", time.perf_counter() - began)
+
+    app = web.Application(middlewares=[timing])
     hooks.add_routes(app)
     app.router.add_post("/bench/signed", signed)
     app.router.add_get("/bench/stats", stats)
@@ -246,7 +256,6 @@ class Plan:
 class Seen:
     """What the client saw of one call."""
 
-    call_id: str | None = None
     dialled: bool = False
     statuses: list[int] = field(default_factory=list)
     error: str | None = None
@@ -310,8 +319,6 @@ async def run_call(client: Client, plan: Plan, seen: Seen, max_requests: int = 2
         seen.statuses.append(status)
         if status not in (200, 204):
             raise RuntimeError(f"{_kind(url)} answered {status}: {body[:120]}")
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-        seen.call_id = seen.call_id or query.get("call", [None])[0]
         return status, body
 
     status, body = await client.post(f"{client.base}/twilio/voice",
@@ -322,12 +329,6 @@ async def run_call(client: Client, plan: Plan, seen: Seen, max_requests: int = 2
             raise RuntimeError(f"answered {status}: {body[:120]}")
         nxt: tuple[int, str] | None = None
         for verb in ET.fromstring(body):
-            if seen.call_id is None:
-                for el in verb.iter():
-                    for attr in ("action", "url"):
-                        q = urllib.parse.urlsplit(el.get(attr, "")).query
-                        seen.call_id = seen.call_id or urllib.parse.parse_qs(q).get(
-                            "call", [None])[0]
             if verb.tag == "Gather":
                 if not entries:
                     continue                       # silence: on to the next verb
@@ -384,10 +385,25 @@ class Phase:
     lag: list[float]
     server: dict[str, list[float]]
     failures: list[str]
+    cpu: dict[str, float]
+
+
+def _cpu_seconds(pid: int | None) -> dict[str, float]:
+    """CPU seconds so far: the machine's busy time (all cores), and process `pid`'s."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        jiffies = [int(x) for x in f.readline().split()[1:9]]
+    out = {"machine": (sum(jiffies) - jiffies[3] - jiffies[4]) / tick,
+           "wall": sum(jiffies) / tick, "client": time.process_time()}
+    if pid is not None:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out["server"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 async def run_phase(base: str, plans: Sequence[Plan], args: argparse.Namespace,
-                    baseline: dict[str, int] | None = None) -> Phase:
+                    server_pid: int | None, baseline: dict[str, int] | None = None) -> Phase:
     """All `plans` as concurrent calls (or, given request counts, as baseline calls)."""
     rng = random.Random(7)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -416,14 +432,15 @@ async def run_phase(base: str, plans: Sequence[Plan], args: argparse.Namespace,
         lag: list[float] = []
         stop = asyncio.Event()
         lagger = asyncio.create_task(loop_lag(lag, stop))
-        began = time.perf_counter()
+        began, cpu0 = time.perf_counter(), _cpu_seconds(server_pid)
         await asyncio.gather(*(one(i, p) for i, p in enumerate(plans)))
-        elapsed = time.perf_counter() - began
+        elapsed, cpu1 = time.perf_counter() - began, _cpu_seconds(server_pid)
         stop.set()
         await lagger
         async with session.get(f"{base}/bench/stats") as resp:
             server: dict[str, list[float]] = await resp.json()
-    return Phase(client.lat, seen, elapsed, client.requests, lag, server, failures)
+    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    return Phase(client.lat, seen, elapsed, client.requests, lag, server, failures, cpu)
 
 
 # --- checking with the database -------------------------------------------------------------
@@ -528,14 +545,24 @@ def report(args: argparse.Namespace, hasher: PasswordHasher, verify_ms: float,
     for why in sorted(set(problems))[:5]:
         print(f"    {problems.count(why)} x {why}")
     print(f"  requests/s: {ivr.requests / ivr.elapsed:.1f} webhooks ({ivr.requests} in "
-          f"{ivr.elapsed:.1f} s); baseline {base.requests / base.elapsed:.1f}")
+          f"{ivr.elapsed:.1f} s); baseline {base.requests / base.elapsed:.1f} (the pacing "
+          "sets these unless the server falls behind; --think-ms 0 for capacity)")
     lag = [x * 1000 for x in ivr.lag]
     print(f"  client event-loop lag p50 / p99 / max: {pct(lag, 50):.1f} / {pct(lag, 99):.1f}"
           f" / {max(lag, default=math.nan):.1f} ms (part of every latency above)")
-    print("\nserver-side profile of the IVR run, p50 / p99 / max (ms):")
+    c = ivr.cpu
+    other = c["machine"] - c["server"] - c["client"]
+    print(f"  CPU during the IVR run ({ivr.elapsed:.1f} s wall): machine busy "
+          f"{c['machine'] / c['wall']:.0%} of {os.cpu_count()} cores; server process "
+          f"{c['server']:.1f} s (argon2id included), client {c['client']:.1f} s, the rest "
+          f"(PostgreSQL, anything else) {other:.1f} s")
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    print(f"\nserver-side profile of the IVR run, p50 / p99 / max (ms); `handler` is the "
+          f"route's whole time, the steps run in asyncio's default executor ({workers} "
+          "threads here):")
     for name, xs in sorted(ivr.server.items()):
         ms = [x * 1000 for x in xs]
-        print(f"  {name:38}{len(ms):>6} x  {pct(ms, 50):8.1f} / {pct(ms, 99):8.1f} / "
+        print(f"  {name:44}{len(ms):>6} x {pct(ms, 50):8.1f} / {pct(ms, 99):8.1f} / "
               f"{max(ms):8.1f}")
     p99 = pct([x * 1000 for x in steps], 99)
     pin99 = pct([x * 1000 for x in ivr.lat.get("PIN entry", [])], 99)
@@ -581,16 +608,16 @@ async def bench(args: argparse.Namespace, work: Path) -> bool:
         if server.stdout.readline().strip() != "ready":
             raise SystemExit("the webhook server did not start")
         progress("warm-up: one call, not counted")
-        warmed = await run_phase(base, warm, argparse.Namespace(
-            think_ms=0, concurrency=1))
+        warmed = await run_phase(base, warm, argparse.Namespace(think_ms=0, concurrency=1),
+                                 server.pid)
         if warmed.failures:
             raise SystemExit(f"the warm-up call failed: {warmed.failures[0]}")
         progress(f"IVR: {len(plans)} calls")
-        ivr = await run_phase(base, plans, args)
+        ivr = await run_phase(base, plans, args, server.pid)
         progress(f"IVR done in {ivr.elapsed:.1f} s; baseline: the same request pattern "
                  "against the signature check alone")
         counts = {p.sid: len(s.statuses) or 6 for p, s in zip(plans, ivr.seen, strict=True)}
-        baseline = await run_phase(base, plans, args, counts)
+        baseline = await run_phase(base, plans, args, server.pid, counts)
         if baseline.failures:
             progress(f"{len(baseline.failures)} baseline calls failed: "
                      f"{baseline.failures[0]}")

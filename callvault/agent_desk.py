@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from callvault.throttle import FailureThrottle
 from storage.access import Principal, Users, authorize
 from storage.audit import AccessLog, AuditEvent
 from storage.db import connect, translate_errors
@@ -48,6 +49,9 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 _USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 _PRUNE_AFTER = timedelta(days=7)
 _NO_STORE = {"Cache-Control": "no-store"}
+_MAX_WAITING = 32                  # sign-ins queued for the password hasher, at most
+USER_FAILURES = (5, 900.0)         # failed sign-ins per user name per 15 minutes
+ADDRESS_FAILURES = (20, 900.0)     # and per client address
 
 
 def _digest(token: str) -> bytes:
@@ -141,6 +145,9 @@ class AgentDesk:
         self._sockets: dict[str, set[_Socket]] = {}
         # argon2id takes 64 MiB a check: a burst of sign-ins must not take the host's memory
         self._hashing = asyncio.Semaphore(4)
+        self._waiting = 0
+        self._by_user = FailureThrottle(*USER_FAILURES)
+        self._by_address = FailureThrottle(*ADDRESS_FAILURES)
 
     def __repr__(self) -> str:
         return f"AgentDesk(desks={len(self._desks)}, sockets={self.open_sockets})"
@@ -209,12 +216,21 @@ class AgentDesk:
                 or not isinstance(doc.get("password"), str):
             return _error(400, "send JSON: {\"user\": ..., \"password\": ...}")
         name, password = doc["user"], doc["password"]
-        origin = f"agent desk {request.remote or 'unknown'}"
+        remote = request.remote or "unknown"
+        origin = f"agent desk {remote}"
+        wait = max(self._by_user.wait(name[:64]), self._by_address.wait(remote))
+        if wait > 0 or self._waiting >= _MAX_WAITING:
+            # too many failures (guessing), or too many sign-ins queued for the hasher
+            return _error(429, "too many sign-in attempts; try again later",
+                          **{"Retry-After": str(max(1, round(wait or 1)))})
+        self._waiting += 1
         try:
             async with self._hashing:
                 principal: Principal = await asyncio.to_thread(
                     self._users.authenticate, name, password)
         except AccessDenied:
+            self._by_user.failed(name[:64])
+            self._by_address.failed(remote)
             # a password typed into the user field must not reach the log: name only
             # users that exist
             known = bool(_USER_NAME.match(name)) and await asyncio.to_thread(
@@ -225,6 +241,9 @@ class AgentDesk:
             return _error(401, "sign-in failed")
         except StorageError:
             return _unavailable()
+        finally:
+            self._waiting -= 1
+        self._by_user.succeeded(name[:64])
         try:
             authorize(principal, "verdict")   # the policy says who may see verdicts: agents
         except AccessDenied as exc:
@@ -380,8 +399,9 @@ class AgentDesk:
             return cur.rowcount == 1
 
     async def _revoke_leaked(self, request: web.Request) -> None:
-        """A token put in a URL is in somebody's log by now: revoke it, never accept it."""
-        for value in list(request.query.values())[:8]:
+        """A token put in a URL is in somebody's log by now: revoke it, never accept it.
+        (One per request: unauthenticated requests must not cost many database writes.)"""
+        for value in [v for v in request.query.values() if _TOKEN.match(v)][:1]:
             if _TOKEN.match(value):
                 with contextlib.suppress(StorageError):
                     if await asyncio.to_thread(self._revoke, _digest(value)):

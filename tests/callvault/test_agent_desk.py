@@ -426,3 +426,34 @@ def test_logs_never_show_the_token_or_password(dsn: str, caplog: pytest.LogCaptu
     run(dsn, scenario)
     assert "revoked" in caplog.text
     assert all(s not in caplog.text for s in secrets_seen)
+
+
+def test_guessing_a_password_is_throttled_per_user(dsn: str) -> None:
+    """Five wrong passwords for alice → 429 with Retry-After, even with the right one,
+    without checking it; another user is not held up."""
+    async def scenario(d: Desk) -> None:
+        for _ in range(5):
+            assert (await d.sign_in("alice", "a wrong password guess")).status == 401
+        held = await d.sign_in("alice")
+        assert held.status == 429 and int(held.headers["Retry-After"]) > 0
+        assert (await d.sign_in("bob")).status in (200, 403)
+        assert len(d.entries("sign_in")) == 6   # the throttled try never reached the hasher
+    run(dsn, scenario)
+
+
+def test_the_throttle_forgets_after_its_window() -> None:
+    from callvault.throttle import FailureThrottle
+
+    now = [0.0]
+    t = FailureThrottle(2, 60.0, clock=lambda: now[0])
+    t.failed("k")
+    assert t.wait("k") == 0
+    t.failed("k")
+    assert t.wait("k") == 60.0
+    now[0] = 59.0
+    assert t.wait("k") == 1.0
+    now[0] = 61.0
+    assert t.wait("k") == 0
+    t.failed("k")
+    t.succeeded("k")
+    assert t.wait("k") == 0
