@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from tests.storage.vault_fixture import QA
 from tests.telephony.sandbox_fixture import free_port
 from tests.telephony.twilio_fake import FakeTwilioApi, encrypt_like_twilio, make_recording_key
 from tests.telephony.twilio_sim import ACCOUNT as SID
-from tests.telephony.twilio_sim import TOKEN, TwilioSimulator
+from tests.telephony.twilio_sim import TOKEN, TwilioSimulator, serving
 
 CALLER = "+15551230004"
 AGENTS = {"agent1": "sip:agent1@agents.example.org"}
@@ -45,10 +44,11 @@ class Side:
     fake: FakeTwilioApi
     side: twilio_wiring.TwilioSide
     customers: Customers
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None = None   # the server's, once it runs
     pops: list[tuple[str, str, Verdict]] = field(default_factory=list)
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
+        assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(120)
 
 
@@ -66,7 +66,6 @@ def twilio(pg_dsn: str, vault: Vault, tmp_path: Path) -> Iterator[Side]:
         twilio_caller_id="+18005550100", twilio_recording_private_key=key_file)
     customers = _customers(pg_dsn, tmp_path)
     rt = runtime(vault, settings, tmp_path / "spool")
-    loop = asyncio.new_event_loop()
     app = web.Application()
     holder: list[Side] = []
 
@@ -74,28 +73,12 @@ def twilio(pg_dsn: str, vault: Vault, tmp_path: Path) -> Iterator[Side]:
         holder[0].pops.append((call_id, agent, verdict))
 
     side = twilio_wiring.build(settings, pg_dsn, customers, vault.log, rt, app, pop)
-    holder.append(Side(base, fake, side, customers, loop))
-    ready = threading.Event()
-    runners: list[web.AppRunner] = []
-
-    async def start() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()),
-                                              loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    holder[0].recording_key = pem  # type: ignore[attr-defined]
-    yield holder[0]
-    holder[0].run(runners[0].cleanup())
-    holder[0].run(side.rest.close())
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    holder.append(Side(base, fake, side, customers))
+    with serving(app, port) as served:
+        holder[0].loop = served
+        holder[0].recording_key = pem  # type: ignore[attr-defined]
+        yield holder[0]
+        holder[0].run(side.rest.close())
     fake.stop()
 
 

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +22,7 @@ from telephony.twilio.webhooks import TwilioWebhooks
 from tests.ivr.test_driver import ACCOUNT, PIN, WRONG_PIN, _customers
 from tests.telephony.sandbox_fixture import free_port
 from tests.telephony.twilio_sim import ACCOUNT as SID
-from tests.telephony.twilio_sim import TOKEN, TwilioSimulator
+from tests.telephony.twilio_sim import TOKEN, TwilioSimulator, serving
 
 CALLER = "+15551230003"
 AGENTS = {"agent1": "sip:agent1@agents.example.org", "agent2": "client:agent2"}
@@ -58,28 +55,10 @@ def server(pg_dsn: str, tmp_path: Path) -> Iterator[Server]:
                            on_verdict=lambda c, v: srv.verdicts.append((c, v)),
                            on_agent=lambda c, a, v: srv.pops.append((c, a, v)),
                            on_recording=on_recording)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    runner: list[web.AppRunner] = []
-
-    async def start() -> None:
-        app = web.Application()
-        hooks.add_routes(app)
-        run = web.AppRunner(app, access_log=None)
-        await run.setup()
-        await web.TCPSite(run, "127.0.0.1", port).start()
-        runner.append(run)
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()),
-                                              loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield srv
-    asyncio.run_coroutine_threadsafe(runner[0].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    app = web.Application()
+    hooks.add_routes(app)
+    with serving(app, port):
+        yield srv
 
 
 def _rows(dsn: str) -> list[dict[str, Any]]:
@@ -189,30 +168,6 @@ def test_a_replayed_or_late_webhook_is_answered_as_before_and_counts_nothing(
     assert len(_rows(server.dsn)) == 1
 
 
-@contextlib.contextmanager
-def _serving(app: web.Application, port: int) -> Iterator[None]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    runner = web.AppRunner(app, access_log=None)
-
-    async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()),
-                                              loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
 def test_two_instances_behind_a_load_balancer_serve_one_call_between_them(
         pg_dsn: str, tmp_path: Path) -> None:
     """Each webhook of a call goes to the other instance (signatures over the public URL
@@ -236,7 +191,7 @@ def test_two_instances_behind_a_load_balancer_serve_one_call_between_them(
         hits.append(port)
         return url.replace(public, f"http://127.0.0.1:{port}")
 
-    with _serving(apps[0], ports[0]), _serving(apps[1], ports[1]):
+    with serving(apps[0], ports[0]), serving(apps[1], ports[1]):
         sim = TwilioSimulator(public, route=balance)
         call = sim.run(sim.new_call(CALLER, [WRONG_PIN + "#", PIN + "#"]))
     assert len(call.dials) == 1 and set(hits) == set(ports) and len(hits) >= 5

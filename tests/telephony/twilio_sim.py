@@ -8,14 +8,18 @@ first answers through its noun's `url`, then hangs up, and the Dial's action fol
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -149,3 +153,29 @@ class TwilioSimulator:
         return self.post(dial.get("action", ""), self.params(
             call, DialCallStatus=status, DialCallDuration="3" if status == "completed"
             else "0"))
+
+
+@contextlib.contextmanager
+def serving(app: web.Application, port: int) -> Iterator[asyncio.AbstractEventLoop]:
+    """Serve `app` on 127.0.0.1:`port` from a thread with its own event loop (the
+    simulator is synchronous); yields that loop, for coroutines that must run on it."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    runner = web.AppRunner(app, access_log=None)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()),
+                                              loop.run_forever()), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the webhook server did not start"
+    try:
+        yield loop
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
