@@ -4,11 +4,13 @@ A recording status callback only records the recording SID (`accept`: one row pe
 `twilio_recordings`, so a callback Twilio delivers twice is one recording) and answers at
 once. `run` takes due rows one at a time under a lease: stream the dual-channel WAV from
 Twilio's REST API into a 0600 file, decrypt it first if the account uses Voice Recording
-Encryption, register it with the vault pipeline (encrypted into the spool, one
-transaction with its job; each channel is later redacted on its own), and only then delete
-Twilio's copy. Transient failures (Twilio or the vault unreachable) are tried again with
-capped backoff; a recording the vault refuses for good (not audio, too long) or that
-cannot be decrypted is marked `refused`, logged, and left at Twilio for an operator.
+Encryption, and register it with the vault pipeline (encrypted into the spool, one
+transaction with its job; each channel is later redacted on its own): the row is then
+`registered`. Twilio's copy is deleted by a later pass, once the vault confirms that the
+encrypted raw copy is in S3, so at no moment is a local spool file the only copy.
+Transient failures (Twilio or the vault unreachable) are tried again with capped backoff; a
+recording the vault refuses for good (not audio, too long) or that cannot be decrypted is
+marked `refused`, logged, and left at Twilio for an operator.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ Owner = Callable[[str], tuple[str | None, Verdict | None]]   # call id → agent
 Sink = Callable[[CallRecording, Verdict | None], Awaitable[uuid.UUID]]
 MAX_BYTES = 4 << 30                    # about 37 h of dual-channel 8 kHz PCM16
 LEASE_SECONDS = 600
+RELEASE_POLL_SECONDS = 5.0             # how soon to look again whether S3 has the raw copy
 _BACKOFF_CAP = 600.0
 
 
@@ -87,7 +90,10 @@ class TwilioIntake:
         row = await asyncio.to_thread(self._claim)
         if row is None:
             return False
-        sid, call_id, encryption, attempts = row
+        sid, call_id, encryption, attempts, state, rid = row
+        if state == "registered":
+            await self._release(sid, call_id, rid)
+            return True
         try:
             rid = await self._take(sid, call_id, encryption)
         except (RedactionError, RecordingDecryptError) as exc:
@@ -108,8 +114,25 @@ class TwilioIntake:
                 log.warning("Twilio intake: recording of call %s not taken yet (%s); again "
                             "in %.0f s", call_id, type(exc).__name__, delay)
         else:
-            await asyncio.to_thread(self._finish, sid, "stored", rid, None)
+            await asyncio.to_thread(self._finish, sid, "registered", rid, None)
+            await self._release(sid, call_id, rid)
         return True
+
+    async def _release(self, sid: str, call_id: str, rid: uuid.UUID | None) -> None:
+        """Delete Twilio's copy once the vault's raw copy is in S3; else look again soon."""
+        if rid is None or not await asyncio.to_thread(self._raw_stored, rid):
+            await asyncio.to_thread(self._look_again, sid, RELEASE_POLL_SECONDS)
+            return
+        try:
+            await self._rest.delete_recording(sid)  # the vault has it: no second copy
+        except TelephonyError as exc:
+            log.warning("Twilio intake: recording of call %s is in the vault but Twilio's "
+                        "copy could not be deleted yet (%s)", call_id, type(exc).__name__)
+            await asyncio.to_thread(self._look_again, sid, 60.0)
+            return
+        await asyncio.to_thread(self._finish, sid, "stored", rid, None)
+        log.info("Twilio intake: recording of call %s in the vault, deleted at Twilio",
+                 call_id)
 
     async def _take(self, sid: str, call_id: str, encryption: dict[str, str] | None
                     ) -> uuid.UUID | None:
@@ -131,8 +154,7 @@ class TwilioIntake:
                 fetched.rename(plain)
             agent, verdict = await asyncio.to_thread(self._owner, call_id)
             rid = await self._sink(CallRecording(call_id, agent, plain), verdict)
-            await self._rest.delete_recording(sid)  # the vault has it: no second copy
-            log.info("Twilio intake: recording of call %s in the vault, deleted at Twilio",
+            log.info("Twilio intake: recording of call %s registered with the vault",
                      call_id)
             return rid
         finally:
@@ -140,20 +162,34 @@ class TwilioIntake:
                 leftover.unlink(missing_ok=True)
 
     # --- the table ---------------------------------------------------------------------------
-    def _claim(self) -> tuple[str, str, dict[str, str] | None, int] | None:
+    def _claim(self) -> tuple[str, str, dict[str, str] | None, int, str,
+                              uuid.UUID | None] | None:
         with connect(self._dsn) as conn, translate_errors():
             row = conn.execute(
                 "UPDATE twilio_recordings SET lease_until = now() + make_interval(secs => %s),"
                 " updated = now() WHERE recording_sid = (SELECT recording_sid FROM"
-                " twilio_recordings WHERE state = 'pending' AND lease_until <= now()"
-                " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " RETURNING recording_sid, call_id, encryption, attempts",
+                " twilio_recordings WHERE state IN ('pending', 'registered') AND"
+                " lease_until <= now() ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                " RETURNING recording_sid, call_id, encryption, attempts, state, recording_id",
                 (LEASE_SECONDS,)).fetchone()
             conn.commit()
         if row is None:
             return None
         return (str(row["recording_sid"]), str(row["call_id"]), row["encryption"],
-                int(row["attempts"]))
+                int(row["attempts"]), str(row["state"]), row["recording_id"])
+
+    def _raw_stored(self, rid: uuid.UUID) -> bool:
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT state FROM objects WHERE recording_id = %s AND"
+                               " variant = 'raw'", (rid,)).fetchone()
+        return row is not None and row["state"] == "stored"
+
+    def _look_again(self, sid: str, seconds: float) -> None:
+        with connect(self._dsn) as conn, translate_errors():
+            conn.execute("UPDATE twilio_recordings SET lease_until = now() +"
+                         " make_interval(secs => %s), updated = now()"
+                         " WHERE recording_sid = %s", (seconds, sid))
+            conn.commit()
 
     def _retry_in(self, sid: str, seconds: float) -> None:
         with connect(self._dsn) as conn, translate_errors():

@@ -92,7 +92,7 @@ def test_verified_call_recording_reaches_the_vault_once_and_leaves_twilio(
     """Right PIN → Dial with dual-channel recording → the agent answers (screen-pop) → the
     recording callback, delivered twice → one encrypted recording (Twilio's Voice
     Recording Encryption undone), registered with the verdict, redacted per channel, and
-    deleted at Twilio only after the vault took it."""
+    deleted at Twilio only once the vault's encrypted raw copy is in S3."""
     twilio.customers.add(ACCOUNT, CALLER, PIN)
     sim = TwilioSimulator(twilio.base)
     call = sim.run(sim.new_call(CALLER, [PIN + "#"]))
@@ -117,10 +117,9 @@ def test_verified_call_recording_reaches_the_vault_once_and_leaves_twilio(
     assert len(_intake_rows(pg_dsn)) == 1
 
     assert twilio.run(twilio.side.intake.once()) is True
-    assert twilio.run(twilio.side.intake.once()) is False   # nothing else due
     [row] = _intake_rows(pg_dsn)
-    assert row["state"] == "stored" and row["recording_id"] is not None
-    assert twilio.fake.deleted == [recording_sid]
+    assert row["state"] == "registered" and row["recording_id"] is not None
+    assert twilio.fake.deleted == [], "deleted at Twilio before the vault's S3 copy existed"
     rid = row["recording_id"]
     with connect(pg_dsn) as conn:
         rec = conn.execute("SELECT call_id, agent, channels, verdict FROM recordings"
@@ -128,16 +127,23 @@ def test_verified_call_recording_reaches_the_vault_once_and_leaves_twilio(
     assert rec is not None and rec["call_id"] == call_id and rec["agent"] == "agent1"
     assert rec["channels"] == 2 and rec["verdict"]["method"] == "pin"
 
+    with BackgroundWorker(runtime(vault, load_settings(state_dir=tmp_path / "w"),
+                                  tmp_path / "spool")):
+        wait_for(lambda: status(vault.dsn, rid) in ("stored", "failed"), 300, "the pipeline")
+    assert status(vault.dsn, rid) == "stored"
+    with connect(pg_dsn) as conn:  # due again now rather than in a few seconds
+        conn.execute("UPDATE twilio_recordings SET lease_until = now()")
+        conn.commit()
+    assert twilio.run(twilio.side.intake.once()) is True
+    [row] = _intake_rows(pg_dsn)
+    assert row["state"] == "stored" and twilio.fake.deleted == [recording_sid]
+    assert twilio.run(twilio.side.intake.once()) is False   # nothing else due
+
     # the same callback after all that: still one recording, nothing fetched again
     assert sim.post(callback, params).status == 204
     assert twilio.run(twilio.side.intake.once()) is False
     fetches = [r for r in twilio.fake.requests if r.path.endswith(".wav")]
     assert len(fetches) == 1
-
-    with BackgroundWorker(runtime(vault, load_settings(state_dir=tmp_path / "w"),
-                                  tmp_path / "spool")):
-        wait_for(lambda: status(vault.dsn, rid) in ("stored", "failed"), 300, "the pipeline")
-    assert status(vault.dsn, rid) == "stored"
     doc = json.loads(vault.read_all(QA, rid, "transcript"))
     assert len(doc["channels"]) == 2 and "[" in " ".join(c["text"] for c in doc["channels"])
 
