@@ -163,7 +163,12 @@ def render(
     out: Annotated[Path, typer.Option(help="Folder to write the configuration into.",
                                       file_okay=False, show_default=False)],
     bind: Annotated[str, typer.Option(
-        help="Address ARI/HTTP and the SIP transport listen on.")] = "0.0.0.0",  # noqa: S104
+        help="Address the SIP transport (and ARI/HTTP, unless --ari-bind) listens on.")
+    ] = "0.0.0.0",  # noqa: S104
+    ari_bind: Annotated[str | None, typer.Option(
+        help="Address ARI/HTTP listens on, when it should not be where SIP is public "
+             "(ARI is basic auth over plain HTTP: keep it on a private network).",
+        show_default=False)] = None,
     callers_from: Annotated[list[str] | None, typer.Option(
         "--callers-from", help="Networks whose calls are callers (the carrier or SBC), comma-"
                                "separated or repeated.", show_default=False)] = None,
@@ -192,7 +197,7 @@ def render(
     if not instance.startswith("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", instance):
         raise fail("--instance: an absolute path", 2)
     deployment = Deployment(
-        bind=bind,
+        bind=bind, ari_bind=ari_bind,
         callers_from=tuple(n.strip() for item in callers_from or () for n in item.split(",")
                            if n.strip()),
         trunk_host=trunk_match.group(1), trunk_port=int(trunk_match.group(2) or 5060),

@@ -91,6 +91,7 @@ class Deployment:
     agent_passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     external_address: str | None = None  # advertised in SIP and SDP (NAT, containers)
     rtp_ports: tuple[int, int] = (10000, 20000)
+    ari_bind: str | None = None  # where ARI/HTTP listens, if not on `bind` (a private address)
 
 
 def debian_mirror(sources: tuple[Path, ...] = _APT_SOURCES) -> str:
@@ -348,7 +349,8 @@ def render_configs(settings: Settings, instance: str, *,
     else:
         if settings.ari_password is None:
             raise SandboxError("ari_password must be set for a production Asterisk")
-        host, port = deployment.bind, _ari_port(settings)
+        host, port = deployment.ari_bind or deployment.bind, _ari_port(settings)
+        _ip(host, "ari bind")
     secret = ari_password(settings).get_secret_value()
     if not _carriable(secret):
         raise SandboxError("ari_password holds characters an Asterisk config file cannot "

@@ -303,3 +303,30 @@ def test_render_refuses_a_loopback_bind_and_agents_without_passwords(
     assert "sipSecretOne0123" not in missing.output
     assert not (tmp_path / "out").exists()
     assert isinstance(load_settings().ari_password, SecretStr)
+
+
+def test_render_can_keep_ari_off_the_public_sip_address(tmp_path: Path) -> None:
+    """--ari-bind puts ARI/HTTP on a private address while SIP listens on --bind."""
+    from typer.testing import CliRunner
+
+    from callvault.cli import app
+
+    secrets_file = tmp_path / "agents"
+    secrets_file.write_text("agent1=a-long-agent-password-1\nagent2=a-long-agent-password-2\n")
+    env = {"CALLVAULT_STATE_DIR": str(tmp_path / "state"),
+           "CALLVAULT_ARI_PASSWORD": "an-ari-password-for-the-test",
+           "CALLVAULT_ARI_URL": "http://10.0.0.5:8088"}
+    result = CliRunner().invoke(app, [
+        "asterisk", "render", "--out", str(tmp_path / "out"), "--bind", "203.0.113.7",
+        "--ari-bind", "10.0.0.5", "--callers-from", "198.51.100.0/24",
+        "--trunk", "sip.carrier.example:5060", "--agent-secrets", str(secrets_file)], env=env)
+    assert result.exit_code == 0, result.output
+    http = (tmp_path / "out" / "http.conf").read_text()
+    pjsip = (tmp_path / "out" / "pjsip.conf").read_text()
+    assert "bindaddr = 10.0.0.5" in http and "203.0.113.7" not in http
+    assert "bind = 203.0.113.7:" in pjsip
+    bad = CliRunner().invoke(app, [
+        "asterisk", "render", "--out", str(tmp_path / "bad"), "--ari-bind", "not-an-ip",
+        "--callers-from", "198.51.100.0/24", "--trunk", "sip.carrier.example",
+        "--agent-secrets", str(secrets_file)], env=env)
+    assert bad.exit_code != 0 and "ari bind" in bad.output
