@@ -21,8 +21,12 @@ noun's `url`, `/twilio/agent`), the Dial's action reports the bridged call compl
 the status callback ends the call. Twilio never sends the next webhook at once: it plays
 the TwiML first (a spoken prompt takes seconds) and waits for keys, so before every
 request after the first the client pauses `--think-ms` (uniform 0.5x-1.5x; 0 makes it a
-closed-loop stress test), and calls start spread over one think time. `--concurrency`
-caps the calls in flight (default: all of them).
+closed-loop stress test). By default the calls start at random within one think time, so
+all of them are in the IVR at once: the burst case, the hardest. `--ramp-s` spreads the
+starts and `--talk-s` keeps each call bridged to its agent for a while before the Dial's
+action, for a steady state with as many calls in flight but fewer in the IVR at any
+moment (the peak in flight is printed). `--concurrency` caps the calls in flight
+(default: all of them).
 
 Latency is client-side, from sending a request to having read its answer, by kind:
   voice        /twilio/voice: new call, caller-id lookup, the PIN Gather
@@ -40,14 +44,18 @@ A call succeeds when every answer was 200/204, the client saw its `<Dial>`, and 
 database agrees: its `twilio_calls` row is done, agent1 answered, and the stored verdict
 is verified by PIN for *that* customer; the access log holds one "verified pin" verdict
 row per call. The baseline runs the same calls' request pattern (same parameters, same
-pacing and concurrency) against `/bench/signed`. The server also reports a profile: time
-waiting for a worker thread (`asyncio.to_thread`), PostgreSQL connects, the step
-transactions, the Customers calls, argon2id verify and the access-log appends.
+pacing and concurrency) against `/bench/signed`. Also printed: how many requests took
+longer than Twilio's 15 s webhook timeout (the simulator waits; Twilio would not), where
+the CPU went during the run (from /proc: the server process, PostgreSQL with the backends
+it reaped, the client, anything else on the machine), and the server's profile: time
+waiting for a worker thread (`asyncio.to_thread`, by function), PostgreSQL connects, the
+step transactions, the Customers calls, argon2id verify and the access-log appends.
 
 One warm-up call runs first and is not counted. Exit status 1 if a call did not succeed;
 targets are printed as met / not met.
 Usage: .venv/bin/python bench/twilio_webhooks.py [--calls 200] [--concurrency N]
-       [--think-ms 1000] [--wrong-fraction 0.1] [--cheap-pin-hash] [--quick]
+       [--think-ms 1000] [--ramp-s S] [--talk-s S] [--wrong-fraction 0.1]
+       [--cheap-pin-hash] [--quick]
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -90,6 +99,7 @@ TOKEN = "bench-auth-token-" + "b" * 15      # a made-up token: Twilio's cloud is
 SERVICE = "+18005550100"
 AGENTS = {"agent1": "sip:agent1@agents.example.org", "agent2": "client:agent2"}
 TARGET_P99_MS = 50.0
+TWILIO_TIMEOUT = 15.0    # seconds Twilio waits for a voice webhook's answer
 KINDS = ("voice", "PIN entry", "step:other", "agent", "dial action", "status")
 IVR_STEPS = ("voice", "step:other", "agent", "dial action", "status")  # the target's kinds
 CHEAP = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}    # the tests' hasher
@@ -128,6 +138,7 @@ class _Profile:
         self.times.setdefault(name, []).append(seconds)
 
     def timed(self, name: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(inner)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
             try:
@@ -164,7 +175,8 @@ def _instrument(profile: _Profile) -> None:
         queued = time.perf_counter()
 
         def run() -> Any:
-            profile.add("wait for a worker thread", time.perf_counter() - queued)
+            waited = time.perf_counter() - queued
+            profile.add(f"wait for a worker thread: {getattr(func, '__name__', '?')}", waited)
             return func(*args, **kwargs)
         return await inner(run)
 
@@ -177,12 +189,14 @@ def _patch(owner: object, name: str, value: object) -> None:
 
 
 async def _serve(config: dict[str, Any]) -> None:
+    from storage.db import pool_connections
     from telephony.twilio.ivr import TwilioIvr
     from telephony.twilio.webhooks import Refused, TwilioWebhooks
 
     profile = _Profile()
     _instrument(profile)
     dsn, base = config["dsn"], config["base"]
+    pool_connections(dsn)          # as `callvault serve` does
     keys = LocalKeyring(Path(config["keyring"]))
     hasher = (_TimedHasher(**CHEAP) if config["cheap"]  # type: ignore[arg-type]
               else _TimedHasher())
@@ -192,7 +206,7 @@ async def _serve(config: dict[str, Any]) -> None:
         _patch(customers, name, profile.timed(f"Customers.{name}", getattr(customers, name)))
     access_log = AccessLog(dsn, load_audit_key(dsn, keys))
     _patch(access_log, "append", profile.timed("AccessLog.append", access_log.append))
-    ivr = TwilioIvr(dsn, customers, base, AGENTS, agent_ring_seconds=15)
+    ivr = TwilioIvr(dsn, customers, base, AGENTS, agent_ring_seconds=15, log=access_log)
     for name in ("incoming", "step", "agent_answered", "ended"):
         _patch(ivr, name, profile.timed(f"TwilioIvr.{name} (one transaction)",
                                          getattr(ivr, name)))
@@ -269,6 +283,7 @@ class Client:
         self.session = session
         self.base = base
         self.think = think
+        self.talk = 0.0
         self.rng = rng
         self.validator = RequestValidator(TOKEN)
         self.lat: dict[str, list[float]] = {k: [] for k in KINDS}
@@ -343,6 +358,8 @@ async def run_call(client: Client, plan: Plan, seen: Seen, max_requests: int = 2
                 leg = client.params(plan, CallSid="CA" + os.urandom(16).hex(),
                                     ParentCallSid=plan.sid, Direction="outbound-dial")
                 answered = await post(verb[0].get("url", ""), leg)
+                if client.talk > 0:   # the bridged conversation
+                    await asyncio.sleep(client.talk * client.rng.uniform(0.5, 1.5))
                 done = "completed" if "<Hangup" not in answered[1] else "no-answer"
                 nxt = await post(verb.get("action", ""), client.params(
                     plan, DialCallStatus=done, DialCallDuration="3"))
@@ -386,24 +403,48 @@ class Phase:
     server: dict[str, list[float]]
     failures: list[str]
     cpu: dict[str, float]
+    peak: int
 
 
-def _cpu_seconds(pid: int | None) -> dict[str, float]:
-    """CPU seconds so far: the machine's busy time (all cores), and process `pid`'s."""
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, state)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(server: int | None, postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far: the machine's busy time (all cores), the client's, the server
+    process's, and PostgreSQL's (the postmaster, its live children, and the backends it
+    has reaped: one per connection here)."""
     tick = os.sysconf("SC_CLK_TCK")
     with open("/proc/stat") as f:
         jiffies = [int(x) for x in f.readline().split()[1:9]]
     out = {"machine": (sum(jiffies) - jiffies[3] - jiffies[4]) / tick,
-           "wall": sum(jiffies) / tick, "client": time.process_time()}
-    if pid is not None:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+           "wall": sum(jiffies) / tick, "client": time.process_time(),
+           "server": 0.0, "postgres": 0.0}
+    if server is not None:
+        fields = _proc_stat(server)
         out["server"] = (int(fields[11]) + int(fields[12])) / tick
+    if postmaster is not None:
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = _proc_stat(int(entry.name))
+            except OSError:
+                continue        # gone meanwhile
+            if int(entry.name) == postmaster:
+                total += sum(int(x) for x in fields[11:15])   # its own and reaped children
+            elif int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        out["postgres"] = total / tick
     return out
 
 
 async def run_phase(base: str, plans: Sequence[Plan], args: argparse.Namespace,
-                    server_pid: int | None, baseline: dict[str, int] | None = None) -> Phase:
+                    pids: tuple[int, int | None], baseline: dict[str, int] | None = None
+                    ) -> Phase:
     """All `plans` as concurrent calls (or, given request counts, as baseline calls)."""
     rng = random.Random(7)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -411,13 +452,19 @@ async def run_phase(base: str, plans: Sequence[Plan], args: argparse.Namespace,
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await session.post(f"{base}/bench/reset")
         client = Client(session, base, args.think_ms / 1000, rng)
+        client.talk = getattr(args, "talk_s", 0.0)
+        ramp = getattr(args, "ramp_s", None)
+        ramp = args.think_ms / 1000 if ramp is None else ramp
+        flight = [0, 0]     # calls in flight now, at most
         gate = asyncio.Semaphore(args.concurrency)
         seen = [Seen() for _ in plans]
         failures: list[str] = []
 
         async def one(i: int, plan: Plan) -> None:
-            await asyncio.sleep(rng.uniform(0, args.think_ms / 1000))
+            await asyncio.sleep(rng.uniform(0, ramp))
             async with gate:
+                flight[0] += 1
+                flight[1] = max(flight)
                 try:
                     if baseline is None:
                         await run_call(client, plan, seen[i])
@@ -428,19 +475,22 @@ async def run_phase(base: str, plans: Sequence[Plan], args: argparse.Namespace,
                     why = f"{type(exc).__name__}: {exc}"
                     seen[i].error = why
                     failures.append(why)
+                finally:
+                    flight[0] -= 1
 
         lag: list[float] = []
         stop = asyncio.Event()
         lagger = asyncio.create_task(loop_lag(lag, stop))
-        began, cpu0 = time.perf_counter(), _cpu_seconds(server_pid)
+        began, cpu0 = time.perf_counter(), _cpu_seconds(*pids)
         await asyncio.gather(*(one(i, p) for i, p in enumerate(plans)))
-        elapsed, cpu1 = time.perf_counter() - began, _cpu_seconds(server_pid)
+        elapsed, cpu1 = time.perf_counter() - began, _cpu_seconds(*pids)
         stop.set()
         await lagger
         async with session.get(f"{base}/bench/stats") as resp:
             server: dict[str, list[float]] = await resp.json()
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
-    return Phase(client.lat, seen, elapsed, client.requests, lag, server, failures, cpu)
+    return Phase(client.lat, seen, elapsed, client.requests, lag, server, failures, cpu,
+                 flight[1])
 
 
 # --- checking with the database -------------------------------------------------------------
@@ -486,6 +536,13 @@ def _free_port() -> int:
         return port
 
 
+def _postmaster(pg: EmbeddedPostgres) -> int | None:
+    try:
+        return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def provision(customers: Customers, n: int, wrong_fraction: float, tag: str
               ) -> list[Plan]:
     """n customers with distinct caller ids and PINs; their calls' plans."""
@@ -520,11 +577,13 @@ def _line(label: str, xs: Sequence[float], base: Sequence[float] | None = None) 
 def report(args: argparse.Namespace, hasher: PasswordHasher, verify_ms: float,
            ivr: Phase, base: Phase, problems: list[str], plans: Sequence[Plan]) -> bool:
     wrong = sum(p.wrong_first for p in plans)
-    print(f"\nTwilio webhooks: {len(plans)} simulated calls, at most {args.concurrency} in "
-          f"flight, {wrong} entering a wrong PIN once first; pause before each request "
-          f"{args.think_ms:g} ms x U(0.5, 1.5) (Twilio playing the TwiML); signature check "
-          f"on; server in its own process; {os.cpu_count()} cores shared by client, server "
-          "and PostgreSQL")
+    ramp = args.think_ms / 1000 if args.ramp_s is None else args.ramp_s
+    print(f"\nTwilio webhooks: {len(plans)} simulated calls started over {ramp:g} s, "
+          f"{ivr.peak} in flight at most (cap {args.concurrency}), {wrong} entering a wrong "
+          f"PIN once first; pause before each request {args.think_ms:g} ms x U(0.5, 1.5) "
+          f"(Twilio playing the TwiML), talk {args.talk_s:g} s x U(0.5, 1.5); signature "
+          f"check on; server in its own process; {os.cpu_count()} cores shared by client, "
+          "server and PostgreSQL")
     which = "--cheap-pin-hash: the tests'" if args.cheap_pin_hash else "Customers' default"
     print(f"PIN hashes: argon2id t={hasher.time_cost} m={hasher.memory_cost} KiB "
           f"p={hasher.parallelism} ({which}"
@@ -547,15 +606,19 @@ def report(args: argparse.Namespace, hasher: PasswordHasher, verify_ms: float,
     print(f"  requests/s: {ivr.requests / ivr.elapsed:.1f} webhooks ({ivr.requests} in "
           f"{ivr.elapsed:.1f} s); baseline {base.requests / base.elapsed:.1f} (the pacing "
           "sets these unless the server falls behind; --think-ms 0 for capacity)")
+    late = sum(x > TWILIO_TIMEOUT for x in every)
+    print(f"  requests slower than Twilio's {TWILIO_TIMEOUT:g} s webhook timeout: {late} "
+          "(the simulator waits; Twilio would have failed them)")
     lag = [x * 1000 for x in ivr.lag]
     print(f"  client event-loop lag p50 / p99 / max: {pct(lag, 50):.1f} / {pct(lag, 99):.1f}"
           f" / {max(lag, default=math.nan):.1f} ms (part of every latency above)")
     c = ivr.cpu
-    other = c["machine"] - c["server"] - c["client"]
+    other = c["machine"] - c["server"] - c["client"] - c["postgres"]
     print(f"  CPU during the IVR run ({ivr.elapsed:.1f} s wall): machine busy "
-          f"{c['machine'] / c['wall']:.0%} of {os.cpu_count()} cores; server process "
-          f"{c['server']:.1f} s (argon2id included), client {c['client']:.1f} s, the rest "
-          f"(PostgreSQL, anything else) {other:.1f} s")
+          f"{c['machine'] / c['wall']:.0%} of {os.cpu_count()} cores = {c['machine']:.1f} s:"
+          f" server process {c['server']:.1f} s (argon2id included), PostgreSQL "
+          f"{c['postgres']:.1f} s, client {c['client']:.1f} s, anything else on the machine "
+          f"{other:.1f} s")
     workers = min(32, (os.cpu_count() or 1) + 4)
     print(f"\nserver-side profile of the IVR run, p50 / p99 / max (ms); `handler` is the "
           f"route's whole time, the steps run in asyncio's default executor ({workers} "
@@ -608,16 +671,17 @@ async def bench(args: argparse.Namespace, work: Path) -> bool:
         if server.stdout.readline().strip() != "ready":
             raise SystemExit("the webhook server did not start")
         progress("warm-up: one call, not counted")
+        pids = (server.pid, _postmaster(pg))
         warmed = await run_phase(base, warm, argparse.Namespace(think_ms=0, concurrency=1),
-                                 server.pid)
+                                 pids)
         if warmed.failures:
             raise SystemExit(f"the warm-up call failed: {warmed.failures[0]}")
         progress(f"IVR: {len(plans)} calls")
-        ivr = await run_phase(base, plans, args, server.pid)
+        ivr = await run_phase(base, plans, args, pids)
         progress(f"IVR done in {ivr.elapsed:.1f} s; baseline: the same request pattern "
                  "against the signature check alone")
         counts = {p.sid: len(s.statuses) or 6 for p, s in zip(plans, ivr.seen, strict=True)}
-        baseline = await run_phase(base, plans, args, server.pid, counts)
+        baseline = await run_phase(base, plans, args, pids, counts)
         if baseline.failures:
             progress(f"{len(baseline.failures)} baseline calls failed: "
                      f"{baseline.failures[0]}")
@@ -642,6 +706,12 @@ def main() -> None:
     ap.add_argument("--think-ms", type=float, default=1000.0,
                     help="mean pause before each request after the first (Twilio playing "
                          "the TwiML); 0: a closed-loop stress test")
+    ap.add_argument("--ramp-s", type=float, default=None,
+                    help="calls start at random over this many seconds (default: one "
+                         "think time, so every call is in the IVR at once)")
+    ap.add_argument("--talk-s", type=float, default=0.0,
+                    help="mean time between the agent answering and the Dial's action (the "
+                         "conversation; keeps calls in flight after their IVR)")
     ap.add_argument("--wrong-fraction", type=float, default=0.1,
                     help="fraction of calls entering a wrong PIN once first")
     ap.add_argument("--cheap-pin-hash", action="store_true",

@@ -33,7 +33,7 @@ from recordings import pipeline
 from redaction.errors import RedactionError
 from storage.access import Principal
 from storage.audit import AuditEvent
-from storage.db import connect
+from storage.db import close_pools, connect, pool_connections
 from storage.errors import AccessDenied, StorageError
 from storage.s3 import ObjectStore
 from telephony.commands import Verdict
@@ -207,6 +207,8 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
         with _errors():
             required(settings)   # before anything starts
     with _errors(), svc.services(settings) as s:
+        pool_connections(s.db.dsn, max_size=max(8, 4 * (concurrency or
+                                                       settings.worker_concurrency)))
         rt = s.runtime()
         app = pipeline.build_app(rt)
         last = [0.0]
@@ -297,11 +299,16 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                             await ivr_task
                     if runner is not None:
                         await runner.cleanup()
+                    if twilio is not None:
+                        twilio.webhooks.close()
 
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(main())
-        with contextlib.suppress(StorageError):
-            s.db.log.write_head(s.store.put_bytes)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(main())
+            with contextlib.suppress(StorageError):
+                s.db.log.write_head(s.store.put_bytes)
+        finally:
+            close_pools()
 
 
 def _database_ok(dsn: str) -> bool:

@@ -53,7 +53,7 @@ def build(settings: Settings, dsn: str, customers: Customers, access_log: Access
     key = (settings.twilio_recording_private_key.read_bytes()
            if settings.twilio_recording_private_key is not None else None)
     ivr = TwilioIvr(dsn, customers, public_url, settings.twilio_agents,
-                    agent_ring_seconds=settings.agent_ring_seconds)
+                    agent_ring_seconds=settings.agent_ring_seconds, log=access_log)
     rest = TwilioRest.from_settings(settings)
 
     async def sink(recording: CallRecording, verdict: Verdict | None) -> uuid.UUID:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.errors import StorageError, StorageUnavailable
 
@@ -72,8 +73,61 @@ class EmbeddedPostgres:
             self._server = None
 
 
-def connect(dsn: str, *, autocommit: bool = False, timeout: float = 5.0) -> Connection:
-    """Open one connection (dict rows), or raise `StorageUnavailable`."""
+_POOLS: dict[str, ConnectionPool[Connection]] = {}
+
+
+def pool_connections(dsn: str, *, max_size: int = 16) -> None:
+    """From now on, `connect(dsn)` in this process borrows from a pool of at most
+    `max_size` connections instead of opening one each time (a long-running process like
+    `serve` answers many short transactions: a new connection per step costs a PostgreSQL
+    backend process each). Autocommit connections, which hold session state such as
+    advisory locks, are never pooled. Idempotent; `close_pools()` ends them."""
+    if dsn in _POOLS:
+        return
+    _POOLS[dsn] = ConnectionPool(
+        dsn, min_size=1, max_size=max_size, open=True, name="callvault",
+        kwargs={"row_factory": dict_row, "application_name": "callvault",
+                "connect_timeout": 5},
+        timeout=10.0, max_idle=300.0)
+
+
+def close_pools() -> None:
+    """Close every pool `pool_connections` made."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.close()
+
+
+@contextmanager
+def _borrowed(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
+    """A pooled connection with the transaction semantics of `with psycopg.connect()`:
+    commit on success, roll back on an exception; then it goes back to the pool (a broken
+    one is discarded by the pool)."""
+    try:
+        conn = pool.getconn()
+    except (PoolTimeout, psycopg.OperationalError):
+        raise StorageUnavailable("PostgreSQL unreachable; nothing was read or written") \
+            from None
+    try:
+        yield conn
+        if not conn.closed and not conn.broken:
+            conn.commit()
+    except BaseException:
+        if not conn.closed and not conn.broken:
+            with suppress(psycopg.Error):
+                conn.rollback()
+        raise
+    finally:
+        pool.putconn(conn)
+
+
+def connect(dsn: str, *, autocommit: bool = False,
+            timeout: float = 5.0) -> AbstractContextManager[Connection]:
+    """A connection (dict rows) to use as `with connect(dsn) as conn:` (pooled if
+    `pool_connections(dsn)` was called), or `StorageUnavailable`."""
+    pool = None if autocommit else _POOLS.get(dsn)
+    if pool is not None:
+        return _borrowed(pool)
     try:
         return psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
                                connect_timeout=max(1, int(timeout)),

@@ -38,8 +38,10 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from ivr.machine import PROMPTS, TIMER_AGENT, TIMER_DIGITS, IvrConfig, IvrMachine, State
+from storage.audit import AccessLog, AuditEvent
 from storage.customers import Customers
 from storage.db import connect, translate_errors
+from storage.errors import StorageError
 from telephony.commands import (
     PROVIDER_COMMAND_TYPES,
     Answer,
@@ -98,7 +100,7 @@ class TwilioIvr:
 
     def __init__(self, dsn: str, customers: Customers, public_url: str,
                  agents: dict[str, str], *, config: IvrConfig | None = None,
-                 agent_ring_seconds: float = 20.0,
+                 agent_ring_seconds: float = 20.0, log: AccessLog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._dsn = dsn
         self._customers = customers
@@ -106,6 +108,7 @@ class TwilioIvr:
         self._agents = dict(agents)
         self._config = config or IvrConfig()
         self._ring = agent_ring_seconds
+        self._log = log
         self._clock = clock
 
     # --- the webhooks' entry points (synchronous: run them in a thread) -------------------
@@ -127,8 +130,8 @@ class TwilioIvr:
             result = self._run(conn, call_id, machine, {}, 0,
                                [CallStarted(call_id, e164_or_none(caller), at=self._clock())])
             conn.commit()
-            log.info("Twilio: call %s started", call_id)
-            return result
+        log.info("Twilio: call %s started", call_id)
+        return self._logged(result)
 
     def step(self, call_sid: str, call_id: str, seq: int, kind: Step,
              params: dict[str, str]) -> StepResult:
@@ -145,7 +148,7 @@ class TwilioIvr:
             events = self._events(machine, call_id, kind, params, row["agent"])
             result = self._run(conn, call_id, machine, row["deadlines"], seq, events)
             conn.commit()
-            return result
+        return self._logged(result)
 
     def agent_answered(self, parent_sid: str, call_id: str, agent: str) -> StepResult:
         """The `url` of a `<Dial>` noun: the agent's phone answered."""
@@ -186,8 +189,8 @@ class TwilioIvr:
                             else CallEnded(call_id, status, at=at))
             result = self._run(conn, call_id, machine, row["deadlines"], None, [event])
             conn.commit()
-            result.twiml = ""
-            return result
+        result.twiml = ""
+        return self._logged(result)
 
     # --- call-back legs -----------------------------------------------------------------------
     def new_callback_leg(self, account_ref: str) -> tuple[str, str]:
@@ -220,7 +223,7 @@ class TwilioIvr:
                 return StepResult("", replayed=True)
             result = self._run(conn, leg, machine, row["deadlines"], None, [event])
             conn.commit()
-            return result
+        return self._logged(result)
 
     def callback_answered(self, call_sid: str, leg: str) -> StepResult:
         """The call-back's Url: the customer's phone answered; the first step of the leg."""
@@ -238,7 +241,7 @@ class TwilioIvr:
                 events.insert(0, CallbackPlaced(leg, at=self._clock()))
             result = self._run(conn, leg, machine, row["deadlines"], 0, events)
             conn.commit()
-            return result
+        return self._logged(result)
 
     @staticmethod
     def _adopt(conn: Any, leg: str, call_sid: str) -> None:
@@ -261,6 +264,24 @@ class TwilioIvr:
         if row is None or (call_sid is not None and row["call_sid"] != call_sid):
             raise ValueError("no such call")
         return row["agent"], IvrMachine.restore(row["machine"], self._config).verdict
+
+    def _logged(self, result: StepResult) -> StepResult:
+        """Put the step's verdicts on the access log, in the same thread as the step (a
+        second trip to a busy thread pool would keep the caller waiting)."""
+        for call_id, verdict in result.verdicts:
+            detail = (f"verified {verdict.method}" if verdict.verified
+                      else f"not verified: {verdict.reason}")
+            log.info("Twilio: call %s: %s", call_id, detail)
+            if self._log is None:
+                continue
+            try:
+                self._log.append(AuditEvent(actor="callvault-ivr", role="system",
+                                            action="verdict", outcome="ok",
+                                            origin=f"twilio call {call_id}", detail=detail))
+            except StorageError as exc:
+                log.error("Twilio: call %s: the verdict could not be logged (%s)", call_id,
+                          type(exc).__name__)
+        return result
 
     # --- inside a step ----------------------------------------------------------------------
     @staticmethod

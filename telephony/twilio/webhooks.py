@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -80,6 +82,12 @@ class TwilioWebhooks:
         self._on_recording = on_recording
         self._rest = rest
         self._callback_ring = callback_ring_seconds
+        self._pin_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                            thread_name_prefix="twilio-pin")
+
+    def close(self) -> None:
+        """Stop the PIN-check threads (after the HTTP server has stopped)."""
+        self._pin_pool.shutdown(wait=True, cancel_futures=True)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/twilio/voice", self._voice)
@@ -138,19 +146,7 @@ class TwilioWebhooks:
 
     async def _after(self, result: StepResult) -> None:
         """What a committed step asks for: log and announce verdicts, pop agents' screens."""
-        for call_id, verdict in result.verdicts:
-            detail = (f"verified {verdict.method}" if verdict.verified
-                      else f"not verified: {verdict.reason}")
-            log.info("Twilio: call %s: %s", call_id, detail)
-            if self._log is not None:
-                entry = AuditEvent(actor="callvault-ivr", role="system", action="verdict",
-                                   outcome="ok", origin=f"twilio call {call_id}",
-                                   detail=detail)
-                try:
-                    await asyncio.to_thread(self._log.append, entry)
-                except StorageError as exc:
-                    log.error("Twilio: call %s: the verdict could not be logged (%s)",
-                              call_id, type(exc).__name__)
+        for call_id, verdict in result.verdicts:   # on the access log by the step itself
             await _call(self._on_verdict, call_id, verdict)
         for call_id, agent, verdict in result.answered:
             await _call(self._on_agent, call_id, agent, verdict)
@@ -199,8 +195,11 @@ class TwilioWebhooks:
             call, kind = q.get("call", ""), q.get("ev", "")
             if not _UUID.match(call) or kind not in STEPS or not q.get("seq", "").isdigit():
                 raise Refused(400, "not a step of ours")
-            return await asyncio.to_thread(self._ivr.step, sid, call, int(q["seq"]),
-                                           kind, p)
+            # an entry step may run argon2id (~0.1 s of CPU): its own pool, sized to the
+            # cores, so it never holds up the other steps in the shared one
+            pool = self._pin_pool if kind == "gather" else None
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, self._ivr.step, sid, call, int(q["seq"]), kind, p)
         return await self._handle(request, work)
 
     async def _agent(self, request: web.Request) -> web.Response:

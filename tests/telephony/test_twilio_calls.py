@@ -79,6 +79,7 @@ def twilio(pg_dsn: str, vault: Vault, tmp_path: Path) -> Iterator[Side]:
         holder[0].recording_key = pem  # type: ignore[attr-defined]
         yield holder[0]
         holder[0].run(side.rest.close())
+    side.webhooks.close()
     fake.stop()
 
 

@@ -59,6 +59,7 @@ def server(pg_dsn: str, tmp_path: Path) -> Iterator[Server]:
     hooks.add_routes(app)
     with serving(app, port):
         yield srv
+    hooks.close()
 
 
 def _rows(dsn: str) -> list[dict[str, Any]]:
@@ -178,11 +179,13 @@ def test_two_instances_behind_a_load_balancer_serve_one_call_between_them(
     verdicts: list[tuple[str, Verdict]] = []
     ports = [free_port(), free_port()]
     apps = []
+    hooks = []
     for _ in ports:
         app = web.Application()
-        TwilioWebhooks(TwilioIvr(pg_dsn, customers, public, AGENTS), SID, SecretStr(TOKEN),
-                       public, on_verdict=lambda c, v: verdicts.append((c, v))
-                       ).add_routes(app)
+        hooks.append(TwilioWebhooks(TwilioIvr(pg_dsn, customers, public, AGENTS), SID,
+                                    SecretStr(TOKEN), public,
+                                    on_verdict=lambda c, v: verdicts.append((c, v))))
+        hooks[-1].add_routes(app)
         apps.append(app)
     hits: list[int] = []
 
@@ -194,6 +197,8 @@ def test_two_instances_behind_a_load_balancer_serve_one_call_between_them(
     with serving(apps[0], ports[0]), serving(apps[1], ports[1]):
         sim = TwilioSimulator(public, route=balance)
         call = sim.run(sim.new_call(CALLER, [WRONG_PIN + "#", PIN + "#"]))
+    for hook in hooks:
+        hook.close()
     assert len(call.dials) == 1 and set(hits) == set(ports) and len(hits) >= 5
     assert [(v.verified, v.method) for _, v in verdicts] == [(True, "pin")]
     assert any("not valid" in said for said in call.said)  # the wrong PIN was refused
