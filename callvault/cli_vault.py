@@ -207,7 +207,7 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
         with _errors():
             required(settings)   # before anything starts
     with _errors(), svc.services(settings) as s:
-        pool_connections(s.db.dsn, max_size=max(8, 4 * (concurrency or
+        pool_connections(s.db.dsn, max_size=max(16, 4 * (concurrency or
                                                        settings.worker_concurrency)))
         rt = s.runtime()
         app = pipeline.build_app(rt)

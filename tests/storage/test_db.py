@@ -61,3 +61,38 @@ def test_malformed_dsn_never_echoes_it() -> None:
     with pytest.raises(StorageError) as info:
         connect("host=/x password=open sesame-42")
     assert "sesame" not in str(info.value)
+
+
+def test_pooled_connections_keep_the_transaction_rules_of_plain_ones(pg_dsn: str) -> None:
+    """With pool_connections: a block that ends commits, one that raises rolls back, a
+    connection killed under us is dropped rather than handed out again, autocommit
+    connections bypass the pool; close_pools ends it."""
+    from storage.db import _POOLS, close_pools, pool_connections
+
+    with connect(pg_dsn) as conn:
+        conn.execute("CREATE TABLE pool_t (n int)")
+    pool_connections(pg_dsn, max_size=2)
+    try:
+        with connect(pg_dsn) as conn:
+            conn.execute("INSERT INTO pool_t VALUES (1)")
+        with pytest.raises(RuntimeError), connect(pg_dsn) as conn:
+            conn.execute("INSERT INTO pool_t VALUES (2)")
+            raise RuntimeError("boom")
+        with connect(pg_dsn) as conn:
+            pid = conn.execute("SELECT pg_backend_pid() AS p").fetchone()
+        assert pid is not None
+        with connect(pg_dsn, autocommit=True) as other:
+            assert other.execute("SELECT pg_backend_pid() AS p").fetchone() != pid
+            other.execute("SELECT pg_terminate_backend(%s)", (pid["p"],))
+        for _ in range(3):   # the killed connection fails once at most, then is gone
+            try:
+                with connect(pg_dsn) as conn:
+                    rows = [r["n"] for r in conn.execute("SELECT n FROM pool_t")]
+                break
+            except StorageError:
+                continue
+        assert rows == [1]
+        assert _POOLS[pg_dsn].get_stats()["pool_max"] == 2
+    finally:
+        close_pools()
+    assert pg_dsn not in _POOLS
