@@ -80,6 +80,10 @@ class TwilioIntake:
                 log.warning("Twilio intake: the database is unavailable (%s)",
                             type(exc).__name__)
                 busy = False
+            except Exception as exc:  # a bug must not end the intake for good
+                log.error("Twilio intake: a recording could not be handled (%s); the row "
+                          "is tried again when its lease runs out", type(exc).__name__)
+                busy = False
             if not busy:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
