@@ -46,6 +46,12 @@ class NotFound(StorageError):
     exit_code = 25
 
 
+class RangeNotSatisfiable(StorageError):
+    """A byte range that starts at or past the end of the object (HTTP 416)."""
+
+    exit_code = 2
+
+
 class RetentionLocked(StorageError):
     """Retention or a legal hold forbids the purge."""
 

@@ -30,6 +30,7 @@ from storage.errors import (
     AccessDenied,
     IntegrityError,
     NotFound,
+    RangeNotSatisfiable,
     RetentionLocked,
 )
 from storage.keys import KeyProvider, Purpose, WrappedKey
@@ -253,6 +254,45 @@ class Vault:
             raise
         finally:
             body.close()
+
+    def read_range(self, principal: Principal, recording_id: uuid.UUID, variant: Variant,
+                   start: int, end: int | None = None, *, reason: str | None = None,
+                   origin: str | None = None, action: Action = "read") -> tuple[bytes, int]:
+        """Plaintext bytes [start, end) of one object (end None or past the object: to its
+        end) and the object's plaintext size, after the policy and the log allow it: what
+        an HTTP Range request needs (seeking in a recording). Only the segments that hold
+        the range are fetched and authenticated; damage raises `IntegrityError`, logged.
+        A start at or past the end raises `RangeNotSatisfiable`."""
+        self.authorize(principal, action, recording_id, variant, reason, origin)
+        obj = self.get_object(recording_id, variant)
+        if obj.state != "stored" or obj.plaintext_size is None:
+            raise NotFound(f"recording {recording_id} has no stored {variant} object")
+        size = obj.plaintext_size
+        stop = size if end is None else min(end, size)
+        if not 0 <= start < stop:
+            raise RangeNotSatisfiable(f"bytes {start}- of a {size}-byte object")
+        dek = self.data_key(obj)
+        seg = obj.segment_size
+        first, offset, length = crypto.segment_span(start, stop, seg)
+        try:
+            header = crypto.read_header(self.store.get_range(
+                obj.s3_key, 0, crypto.HEADER_SIZE - 1, obj.version_id))
+            if header.object_id != obj.id or header.segment_size != seg:
+                raise IntegrityError("the header belongs to another object")
+            body = self.store.get_range(obj.s3_key, offset, offset + length - 1,
+                                        obj.version_id)
+            plain = crypto.decrypt_segments(header, dek, first, body,
+                                            crypto.segment_count(size, seg))
+            if len(plain) < start - first * seg + (stop - start):
+                raise IntegrityError("object truncated: the range runs past the stored data")
+        except IntegrityError:
+            self.log.append(AuditEvent(actor=principal.name, role=principal.role,
+                                       action="decrypt", outcome="failed",
+                                       recording_id=recording_id, variant=variant,
+                                       origin=origin, detail="integrity check failed"))
+            raise
+        skip = start - first * seg
+        return plain[skip:skip + (stop - start)], size
 
     def read_all(self, principal: Principal, recording_id: uuid.UUID, variant: Variant,
                  **kw: Any) -> bytes:

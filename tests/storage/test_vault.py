@@ -110,6 +110,8 @@ def test_damage_is_detected(vault: Vault, change: object) -> None:
     with pytest.raises(IntegrityError):
         vault.read_all(QA, rid, "redacted")
     assert ("quinn", "decrypt", "redacted", "failed") in _log(vault.dsn, rid)
+    with pytest.raises(IntegrityError):   # and as ranges, whichever segment is damaged
+        vault.read_range(QA, rid, "redacted", 0)
 
 
 def test_rotation_keeps_old_recordings_readable(vault: Vault) -> None:
@@ -265,3 +267,42 @@ def test_locked_objects_still_dedupe_and_purge(vault: Vault) -> None:
     result = locked.purge(COMPLIANCE, rid, "retention period over, routine purge")
     assert result.objects_shredded == 1
     assert locked.store.list_versions(obj.s3_key) == []
+
+
+def test_ranges_decrypt_only_what_is_asked_and_are_logged(vault: Vault) -> None:
+    """read_range returns exactly the bytes of any range (across segment edges, to the
+    end, clamped), fetches only the segments that hold it, logs each read, refuses QA the
+    raw variant and a start past the end, and reports damage in those segments."""
+    import random
+
+    from storage.errors import RangeNotSatisfiable
+
+    rng = random.Random(7)
+    data = bytes(rng.getrandbits(8) for _ in range(3 * 64 * 1024 + 123))
+    rid = new_recording(vault.dsn)
+    vault.put_plaintext(rid, "redacted", io.BytesIO(data), len(data))
+    seg = 64 * 1024
+    for start, end in [(0, 10), (seg - 5, seg + 5), (2 * seg, None), (len(data) - 1, None),
+                       (100, 10**9), (rng.randrange(len(data)), None)]:
+        got, size = vault.read_range(QA, rid, "redacted", start, end)
+        assert size == len(data)
+        assert got == data[start:len(data) if end is None else min(end, len(data))]
+    fetched: list[tuple[int, int]] = []
+    real = vault.store.get_range
+
+    def spy(key: str, a: int, b: int, version_id: str | None = None) -> bytes:
+        fetched.append((a, b))
+        return real(key, a, b, version_id)
+
+    vault.store.get_range = spy  # type: ignore[method-assign]
+    try:
+        vault.read_range(QA, rid, "redacted", seg + 1, seg + 2)
+    finally:
+        vault.store.get_range = real  # type: ignore[method-assign]
+    assert sum(b - a + 1 for a, b in fetched) < 2 * (seg + 16) + 64, fetched
+    with pytest.raises(RangeNotSatisfiable):
+        vault.read_range(QA, rid, "redacted", len(data))
+    with pytest.raises(AccessDenied):
+        vault.read_range(QA, rid, "raw", 0, 10)
+    reads = [r for r in vault.log.show(recording_id=rid, limit=100) if r.action == "read"]
+    assert len(reads) >= 8 and any(r.outcome == "denied" for r in reads)
