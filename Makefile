@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages: espeak-ng and sox make the test speech and the demo call;
 # libsndfile1 backs soundfile (its wheel bundles one, the system copy is the fallback);
-# debootstrap builds the Asterisk sandbox's chroot; sip-tester is SIPp, the test phones.
-APT_PACKAGES := espeak-ng sox libsndfile1 debootstrap sip-tester
+# debootstrap builds the Asterisk sandbox's chroot; sip-tester is SIPp, the test phones;
+# chromium is the browser the QA app's tests drive through Playwright (no browser download).
+APT_PACKAGES := espeak-ng sox libsndfile1 debootstrap sip-tester chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install apt venv asterisk demo test lint typecheck pytest bench clean
