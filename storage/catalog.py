@@ -99,7 +99,8 @@ def list_recordings(dsn: str, q: RecordingQuery) -> Page:
     elif q.verdict == "none":
         cond("r.verdict IS NULL")
     filters = sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
-    order = sql.SQL("{} {} NULLS LAST, r.id").format(
+    # ties (same agent, same duration) newest first, then by id: a stable order for pages
+    order = sql.SQL("{} {} NULLS LAST, r.created_at DESC, r.id").format(
         sql.Identifier("r", _SORT_COLUMNS[q.sort]),
         sql.SQL("DESC" if q.descending else "ASC"))
     query = sql.SQL(
