@@ -37,6 +37,7 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from ivr.driver import describe
 from ivr.machine import PROMPTS, TIMER_AGENT, TIMER_DIGITS, IvrConfig, IvrMachine, State
 from storage.audit import AccessLog, AuditEvent
 from storage.customers import Customers
@@ -269,8 +270,7 @@ class TwilioIvr:
         """Put the step's verdicts on the access log, in the same thread as the step (a
         second trip to a busy thread pool would keep the caller waiting)."""
         for call_id, verdict in result.verdicts:
-            detail = (f"verified {verdict.method}" if verdict.verified
-                      else f"not verified: {verdict.reason}")
+            detail = describe(verdict)
             log.info("Twilio: call %s: %s", call_id, detail)
             if self._log is None:
                 continue
