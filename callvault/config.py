@@ -14,13 +14,24 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from storage.scorecards import DEFAULT_QUESTIONS, Question
+
+
+class QaQuestion(BaseModel, frozen=True):
+    """One QA scorecard question (settings form of `storage.scorecards.Question`)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    text: str = Field(min_length=1, max_length=300)
+    points: int = Field(5, ge=1, le=100)
+
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("callvault_config_file", default=None)
 _LABEL = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
@@ -171,6 +182,39 @@ class Settings(BaseSettings):
     twilio_recording_private_key: Path | None = Field(
         None, description="PEM private key for Twilio's voice-recording encryption (the "
                           "account's public key encrypts; unset: recordings arrive plain)")
+
+    qa_questions: list[QaQuestion] = Field(
+        default_factory=lambda: [QaQuestion(id=q.id, text=q.text, points=q.points)
+                                 for q in DEFAULT_QUESTIONS],
+        min_length=1, max_length=50,
+        description="the QA scorecard: [{id, text, points}], each question scored 0..points")
+    web_secure_cookies: bool = Field(
+        True, description="QA app cookies are Secure and __Host- prefixed (serve behind "
+                          "HTTPS; browsers accept them on http://localhost only)")
+    web_session_idle_seconds: Annotated[float, Field(ge=60, le=86400)] = Field(
+        1800.0, description="a QA app browser session ends after this long without a request")
+    web_session_max_seconds: Annotated[float, Field(ge=300, le=7 * 86400)] = Field(
+        8 * 3600.0, description="and at the latest this long after sign-in")
+    api_token_seconds: Annotated[float, Field(ge=60, le=90 * 86400)] = Field(
+        7 * 86400.0, description="lifetime of a QA API bearer token")
+    raw_grant_seconds: Annotated[float, Field(ge=60, le=86400)] = Field(
+        1800.0, description="how long a compliance officer's stated reason lets their "
+                            "session play one recording's original")
+    sign_in_lock_after: Annotated[int, Field(ge=1, le=100)] = Field(
+        5, description="failed QA app sign-ins that lock an account")
+    sign_in_lock_seconds: Annotated[float, Field(ge=60, le=86400)] = Field(
+        900.0, description="the window they are counted in, and how long the lock lasts")
+
+    @field_validator("qa_questions")
+    @classmethod
+    def _unique_questions(cls, value: list[QaQuestion]) -> list[QaQuestion]:
+        ids = [q.id for q in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("qa_questions ids must be unique")
+        return value
+
+    def scorecard_questions(self) -> list[Question]:
+        return [Question(q.id, q.text, q.points) for q in self.qa_questions]
 
     @property
     def keyring_path(self) -> Path:

@@ -17,6 +17,7 @@ from storage.db import connect, translate_errors
 
 Sort = Literal["created_at", "duration", "agent"]
 VerdictFilter = Literal["verified", "not_verified", "none"]
+QaStatus = Literal["unreviewed", "reviewed"]
 _SORT_COLUMNS: dict[Sort, str] = {"created_at": "created_at", "duration": "duration_seconds",
                                   "agent": "agent"}
 MAX_PAGE = 200
@@ -33,6 +34,7 @@ class RecordingQuery:
     min_seconds: float | None = None
     max_seconds: float | None = None
     status: str | None = "stored"
+    qa_status: QaStatus | None = None       # no scorecard yet, or at least one
     sort: Sort = "created_at"
     descending: bool = True
     limit: int = 25
@@ -48,6 +50,8 @@ class RecordingQuery:
                 raise ValueError("since and until must be timezone-aware")
         if self.verdict not in (None, "verified", "not_verified", "none"):
             raise ValueError("verdict is verified, not_verified or none")
+        if self.qa_status not in (None, "unreviewed", "reviewed"):
+            raise ValueError("qa_status is unreviewed or reviewed")
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,19 @@ class RecordingSummary:
     reason: str | None
     variants: tuple[str, ...]
     redacted_spans: int
+    scorecards: int = 0            # how many reviewers scored it
 
 
 @dataclass(frozen=True)
 class Page:
     items: list[RecordingSummary]
     total: int                     # matching recordings, over every page
+
+
+def get_summary(dsn: str, recording_id: uuid.UUID) -> RecordingSummary | None:
+    """One recording's summary whatever its status, or None."""
+    found = _select(dsn, [sql.SQL("r.id = %s")], [recording_id], sql.SQL("r.id"), 1, 0)
+    return found.items[0] if found.items else None
 
 
 def list_recordings(dsn: str, q: RecordingQuery) -> Page:
@@ -98,19 +109,29 @@ def list_recordings(dsn: str, q: RecordingQuery) -> Page:
         cond("(r.verdict->>'verified')::boolean IS FALSE")
     elif q.verdict == "none":
         cond("r.verdict IS NULL")
-    filters = sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
+    if q.qa_status == "unreviewed":
+        cond("NOT EXISTS (SELECT 1 FROM scorecards s WHERE s.recording_id = r.id)")
+    elif q.qa_status == "reviewed":
+        cond("EXISTS (SELECT 1 FROM scorecards s WHERE s.recording_id = r.id)")
     # ties (same agent, same duration) newest first, then by id: a stable order for pages
     order = sql.SQL("{} {} NULLS LAST, r.created_at DESC, r.id").format(
         sql.Identifier("r", _SORT_COLUMNS[q.sort]),
         sql.SQL("DESC" if q.descending else "ASC"))
+    return _select(dsn, where, args, order, q.limit, q.offset)
+
+
+def _select(dsn: str, where: list[sql.Composable], args: list[Any], order: sql.Composable,
+            limit: int, offset: int) -> Page:
+    filters = sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
     query = sql.SQL(
         "SELECT r.id, r.agent, r.status, r.created_at, r.duration_seconds, r.channels,"
         " r.verdict, r.redaction, array(SELECT o.variant FROM objects o"
         " WHERE o.recording_id = r.id AND o.state = 'stored' ORDER BY o.variant) AS variants,"
+        " (SELECT count(*) FROM scorecards s WHERE s.recording_id = r.id) AS scorecards,"
         " count(*) OVER () AS total FROM recordings r WHERE {} ORDER BY {}"
         " LIMIT %s OFFSET %s").format(filters, order)
     with connect(dsn) as conn, translate_errors():
-        rows = conn.execute(query, [*args, q.limit, q.offset]).fetchall()
+        rows = conn.execute(query, [*args, limit, offset]).fetchall()
         if rows:
             total = int(rows[0]["total"])
         else:
@@ -126,5 +147,6 @@ def list_recordings(dsn: str, q: RecordingQuery) -> Page:
             duration_seconds=r["duration_seconds"], channels=r["channels"],
             verified=verdict.get("verified") if r["verdict"] is not None else None,
             method=verdict.get("method"), reason=verdict.get("reason"),
-            variants=tuple(r["variants"] or ()), redacted_spans=len(red.get("spans", []))))
+            variants=tuple(r["variants"] or ()), redacted_spans=len(red.get("spans", [])),
+            scorecards=int(r["scorecards"])))
     return Page(items, total)

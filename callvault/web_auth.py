@@ -1,0 +1,453 @@
+"""Who is asking, for the QA web app and its API: browser sessions, bearer tokens for
+machine clients, CSRF protection, lockout after failed sign-ins, the compliance officer's
+stated reason for playing an original, and the security headers of every response.
+
+- A **browser session** is a random token in an HttpOnly, Secure, SameSite=Strict cookie
+  (`__Host-` prefixed, so no subdomain can set or read it). It ends after `idle_seconds`
+  without a request or at `absolute_seconds` after sign-in, whichever is first, or at
+  sign-out. Each session has its own CSRF token: every form carries it and every
+  state-changing request is refused without it (and from a foreign Origin). The sign-in
+  form itself is protected by a double-submit token in its own cookie.
+- A **bearer token** (`POST /api/tokens`) is for machine clients; it is sent in the
+  `Authorization` header only (a token seen in a URL is revoked, never accepted) and
+  needs no CSRF token, since a browser never attaches it on its own.
+- Only the SHA-256 of either secret is stored (`web_sessions`, migration 0007).
+- **Lockout**: `lock_after` failed sign-ins within `lock_seconds` lock an account for
+  `lock_seconds`, in the database (every instance, across restarts); unknown names and
+  client addresses are throttled in memory the same way, so a lockout says nothing
+  about whether a name exists. A locked account refuses even the right password.
+- Only roles the policy lets read redacted audio (qa, compliance) may sign in here.
+- Every sign-in, refusal, lockout and sign-out is written to the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from aiohttp import web
+
+from callvault.throttle import FailureThrottle
+from storage.access import Principal, Users, authorize, check_reason
+from storage.audit import AccessLog, AuditEvent
+from storage.db import connect, translate_errors
+from storage.errors import AccessDenied, StorageError
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["browser", "api"]
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")   # secrets.token_urlsafe(32)
+USER_NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf"
+REASON_HEADER = "X-Access-Reason"
+_TOUCH_EVERY = 60.0          # seconds between writes of a session's last-seen time
+_PRUNE_AFTER = timedelta(days=7)
+_MAX_WAITING = 32            # sign-ins queued for the password hasher, at most
+ADDRESS_FAILURES = (20, 900.0)
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "media-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class SignInRefused(Exception):
+    """A sign-in that did not succeed: the HTTP status, a message safe to show, and how
+    long to wait (429)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class WebSession:
+    """A signed-in browser or machine client."""
+
+    principal: Principal
+    kind: Kind
+    token_hash: bytes = field(repr=False)
+    csrf: str | None = field(repr=False)
+    expires: float
+
+    @property
+    def user(self) -> str:
+        return self.principal.name
+
+    @property
+    def role(self) -> str:
+        return self.principal.role
+
+
+SESSION: web.RequestKey[WebSession] = web.RequestKey("web_session", WebSession)
+
+
+class WebAuth:
+    """Sessions, tokens, lockout and raw-audio grants over the database at `dsn`."""
+
+    def __init__(self, dsn: str, *, users: Users | None = None, log: AccessLog | None = None,
+                 idle_seconds: float = 1800.0, absolute_seconds: float = 8 * 3600.0,
+                 api_token_seconds: float = 7 * 86400.0, grant_seconds: float = 1800.0,
+                 secure_cookies: bool = True, lock_after: int = 5, lock_seconds: float = 900.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        if min(idle_seconds, absolute_seconds, api_token_seconds, grant_seconds,
+               lock_seconds) <= 0 or lock_after < 1:
+            raise ValueError("session, token, grant and lockout times must be positive")
+        self._dsn = dsn
+        self._users = users or Users(dsn)
+        self._log = log
+        self.idle_seconds = idle_seconds
+        self.absolute_seconds = absolute_seconds
+        self.api_token_seconds = api_token_seconds
+        self.grant_seconds = grant_seconds
+        self.secure = secure_cookies
+        self.lock_after = lock_after
+        self.lock_seconds = lock_seconds
+        self._clock = clock
+        self._hashing = asyncio.Semaphore(4)   # argon2id takes 64 MiB a check
+        self._waiting = 0
+        self._by_name = FailureThrottle(lock_after, lock_seconds, clock=clock)
+        self._by_address = FailureThrottle(*ADDRESS_FAILURES, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"WebAuth(secure={self.secure})"
+
+    # --- cookies ----------------------------------------------------------------------------
+    @property
+    def cookie_name(self) -> str:
+        return "__Host-callvault_session" if self.secure else "callvault_session"
+
+    @property
+    def signin_cookie_name(self) -> str:
+        return "__Host-callvault_signin" if self.secure else "callvault_signin"
+
+    def set_session_cookie(self, response: web.StreamResponse, token: str) -> None:
+        # no max_age: a browser session cookie; the server ends the session anyway
+        response.set_cookie(self.cookie_name, token, path="/", httponly=True,
+                            secure=self.secure, samesite="Strict")
+
+    def clear_session_cookie(self, response: web.StreamResponse) -> None:
+        response.del_cookie(self.cookie_name, path="/", secure=self.secure, httponly=True,
+                            samesite="Strict")
+
+    def signin_csrf(self, request: web.Request, response: web.StreamResponse) -> str:
+        """The token the sign-in form carries (double submit: the same value sits in an
+        HttpOnly cookie, which another site can neither read nor set)."""
+        current = request.cookies.get(self.signin_cookie_name, "")
+        token = current if TOKEN_RE.match(current) else secrets.token_urlsafe(32)
+        response.set_cookie(self.signin_cookie_name, token, path="/", httponly=True,
+                            secure=self.secure, samesite="Strict")
+        return token
+
+    def signin_csrf_ok(self, request: web.Request, submitted: str | None) -> bool:
+        cookie = request.cookies.get(self.signin_cookie_name, "")
+        return (bool(TOKEN_RE.match(cookie)) and isinstance(submitted, str)
+                and hmac.compare_digest(cookie, submitted) and same_origin(request))
+
+    # --- signing in -------------------------------------------------------------------------
+    async def sign_in(self, name: str, password: str, remote: str, origin: str
+                      ) -> Principal:
+        """The principal, or SignInRefused: 429 while locked out or throttled, 401 for
+        any wrong user name or password (the same answer and work), 403 for a role the
+        QA app does not serve, 503 when the database is down."""
+        key = name[:64]
+        wait = max(self._by_name.wait(key), self._by_address.wait(remote))
+        if wait <= 0 and USER_NAME_RE.match(name):
+            try:
+                wait = await asyncio.to_thread(self._locked_for, name)
+            except StorageError:
+                raise SignInRefused(503, "the vault database is unavailable; try again "
+                                         "shortly") from None
+        if wait > 0 or self._waiting >= _MAX_WAITING:
+            await self._audit(AuditEvent(actor=await self._shown(name), role="unknown",
+                                         action="sign_in", outcome="denied", origin=origin,
+                                         detail="locked out or throttled"))
+            minutes = max(1, round((wait or 60) / 60))
+            raise SignInRefused(429, "too many failed sign-ins: this account is locked; "
+                                     f"try again in {minutes} minute(s)",
+                                max(1, round(wait or 60)))
+        self._waiting += 1
+        try:
+            async with self._hashing:
+                principal: Principal = await asyncio.to_thread(
+                    self._users.authenticate, name, password)
+        except AccessDenied:
+            self._by_name.failed(key)
+            self._by_address.failed(remote)
+            shown = await self._shown(name)
+            locked = False
+            if USER_NAME_RE.match(name):
+                with contextlib.suppress(StorageError):
+                    locked = await asyncio.to_thread(self._count_failure, name)
+            await self._audit(AuditEvent(actor=shown, role="unknown", action="sign_in",
+                                         outcome="denied", origin=origin,
+                                         detail="wrong user name or password"
+                                         + ("; account locked" if locked else "")))
+            raise SignInRefused(401, "sign-in failed: wrong user name or password") from None
+        except StorageError:
+            raise SignInRefused(503, "the vault database is unavailable; try again "
+                                     "shortly") from None
+        finally:
+            self._waiting -= 1
+        self._by_name.succeeded(key)
+        try:
+            authorize(principal, "read", "redacted")   # the policy says who replays audio
+        except AccessDenied:
+            await self._audit(AuditEvent(actor=principal.name, role=principal.role,
+                                         action="sign_in", outcome="denied", origin=origin,
+                                         detail="QA app: role may not replay recordings"))
+            raise SignInRefused(403, "the QA app is for QA reviewers and compliance "
+                                     "officers") from None
+        with contextlib.suppress(StorageError):
+            await asyncio.to_thread(self._clear_failures, principal.name)
+        return principal
+
+    async def _shown(self, name: str) -> str:
+        """The name for the log: only names of existing users (a password typed into the
+        user field must never reach the log)."""
+        if not USER_NAME_RE.match(name):
+            return "(unknown user)"
+        try:
+            await asyncio.to_thread(self._users.get, name)
+        except AccessDenied:
+            return name
+        except StorageError:
+            return "(unknown user)"
+        return name
+
+    def _locked_for(self, name: str) -> float:
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT locked_until FROM users WHERE name = %s",
+                               (name,)).fetchone()
+        if row is None or row["locked_until"] is None:
+            return 0.0
+        return max(0.0, float(row["locked_until"].timestamp()) - self._clock())
+
+    def _count_failure(self, name: str) -> bool:
+        """Count a failed sign-in of an existing user; True if this one locked it."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        window = timedelta(seconds=self.lock_seconds)
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute(
+                "UPDATE users SET"
+                " failed_sign_ins = CASE WHEN first_failure_at IS NULL"
+                "   OR first_failure_at < %(start)s THEN 1 ELSE failed_sign_ins + 1 END,"
+                " first_failure_at = CASE WHEN first_failure_at IS NULL"
+                "   OR first_failure_at < %(start)s THEN %(now)s ELSE first_failure_at END"
+                " WHERE name = %(name)s RETURNING failed_sign_ins",
+                {"start": now - window, "now": now, "name": name}).fetchone()
+            if row is None or row["failed_sign_ins"] < self.lock_after:
+                return False
+            conn.execute("UPDATE users SET locked_until = %s, failed_sign_ins = 0,"
+                         " first_failure_at = NULL WHERE name = %s", (now + window, name))
+        logger.warning("QA app: user %s locked for %.0f s after %d failed sign-ins", name,
+                       self.lock_seconds, self.lock_after)
+        return True
+
+    def _clear_failures(self, name: str) -> None:
+        with connect(self._dsn) as conn, translate_errors():
+            conn.execute("UPDATE users SET failed_sign_ins = 0, first_failure_at = NULL,"
+                         " locked_until = NULL WHERE name = %s AND (failed_sign_ins <> 0"
+                         " OR locked_until IS NOT NULL)", (name,))
+
+    # --- sessions -----------------------------------------------------------------------------
+    async def start(self, principal: Principal, kind: Kind, origin: str,
+                    label: str | None = None) -> tuple[str, WebSession]:
+        """A new session or token for a signed-in principal: (the secret, the session)."""
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32) if kind == "browser" else None
+        now = self._clock()
+        life = self.absolute_seconds if kind == "browser" else self.api_token_seconds
+        session = WebSession(principal, kind, digest(token), csrf, now + life)
+        await asyncio.to_thread(self._insert, session, now, label)
+        await self._audit(AuditEvent(actor=principal.name, role=principal.role,
+                                     action="sign_in", outcome="allowed", origin=origin,
+                                     detail=f"QA app ({'browser' if kind == 'browser' else 'API token'})"))
+        return token, session
+
+    def _insert(self, s: WebSession, now: float, label: str | None) -> None:
+        at = datetime.fromtimestamp(now, UTC)
+        with connect(self._dsn) as conn, translate_errors():
+            conn.execute("DELETE FROM web_sessions WHERE expires_at < %s", (at - _PRUNE_AFTER,))
+            conn.execute(
+                "INSERT INTO web_sessions (token_hash, kind, user_name, csrf_token, label,"
+                " created_at, last_seen_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (s.token_hash, s.kind, s.user, s.csrf, label, at, at,
+                 datetime.fromtimestamp(s.expires, UTC)))
+
+    async def session(self, request: web.Request) -> WebSession | None:
+        """The live session of this request: a bearer token in the Authorization header
+        (API clients) or the session cookie (browsers). None if neither is valid.
+        Raises StorageError when the database is down (fail closed)."""
+        await self._revoke_leaked(request)
+        bearer = bearer_token(request)
+        if bearer is not None:
+            return await asyncio.to_thread(self._lookup, digest(bearer), "api")
+        cookie = request.cookies.get(self.cookie_name, "")
+        if TOKEN_RE.match(cookie):
+            return await asyncio.to_thread(self._lookup, digest(cookie), "browser")
+        return None
+
+    def _lookup(self, token_hash: bytes, kind: Kind) -> WebSession | None:
+        now = self._clock()
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute(
+                "SELECT s.user_name, s.csrf_token, s.last_seen_at, s.expires_at, u.role"
+                " FROM web_sessions s JOIN users u ON u.name = s.user_name"
+                " WHERE s.token_hash = %s AND s.kind = %s AND s.revoked_at IS NULL"
+                "   AND NOT u.disabled", (token_hash, kind)).fetchone()
+            if row is None:
+                return None
+            expires = float(row["expires_at"].timestamp())
+            seen = float(row["last_seen_at"].timestamp())
+            if kind == "browser":
+                expires = min(expires, seen + self.idle_seconds)
+            if expires <= now:
+                return None
+            if now - seen >= _TOUCH_EVERY:
+                conn.execute("UPDATE web_sessions SET last_seen_at = %s WHERE token_hash = %s",
+                             (datetime.fromtimestamp(now, UTC), token_hash))
+                if kind == "browser":
+                    expires = min(float(row["expires_at"].timestamp()),
+                                  now + self.idle_seconds)
+        principal = Principal(row["user_name"], row["role"])
+        try:
+            authorize(principal, "read", "redacted")   # a role changed since sign-in
+        except AccessDenied:
+            return None
+        return WebSession(principal, kind, token_hash, row["csrf_token"], expires)
+
+    async def end(self, session: WebSession, origin: str) -> None:
+        """Sign out: the session or token is revoked, with its raw-audio grants."""
+        await asyncio.to_thread(self._revoke, session.token_hash)
+        await self._audit(AuditEvent(actor=session.user, role=session.role,
+                                     action="sign_out", outcome="ok", origin=origin,
+                                     detail=f"QA app ({session.kind})"))
+
+    def _revoke(self, token_hash: bytes) -> bool:
+        with connect(self._dsn) as conn, translate_errors():
+            conn.execute("DELETE FROM raw_grants WHERE token_hash = %s", (token_hash,))
+            cur = conn.execute("UPDATE web_sessions SET revoked_at = %s"
+                               " WHERE token_hash = %s AND revoked_at IS NULL",
+                               (datetime.fromtimestamp(self._clock(), UTC), token_hash))
+            return cur.rowcount == 1
+
+    async def _revoke_leaked(self, request: web.Request) -> None:
+        """A token put in a URL is in somebody's log by now: revoke it, never accept it."""
+        for value in [v for v in request.query.values() if TOKEN_RE.match(v)][:1]:
+            with contextlib.suppress(StorageError):
+                if await asyncio.to_thread(self._revoke, digest(value)):
+                    logger.warning("QA app: a session token was sent in a URL; revoked")
+
+    # --- CSRF ---------------------------------------------------------------------------------
+    def csrf_ok(self, request: web.Request, session: WebSession, submitted: str | None) -> bool:
+        """Whether a state-changing request may go ahead: bearer clients always (no
+        ambient credential); browser sessions only with their CSRF token and from this
+        origin."""
+        if session.kind == "api":
+            return True
+        token = submitted if submitted is not None else request.headers.get(CSRF_HEADER)
+        return (session.csrf is not None and isinstance(token, str)
+                and hmac.compare_digest(session.csrf, token) and same_origin(request))
+
+    # --- play original ------------------------------------------------------------------------
+    async def grant_raw(self, session: WebSession, recording_id: uuid.UUID, reason: str,
+                        log: Callable[[str], Awaitable[None]] | None = None) -> str:
+        """Let this browser session play one recording's original for `grant_seconds`
+        after its compliance officer stated `reason` (checked; AccessDenied if the policy
+        or the reason refuses). Returns the reason as it will be logged."""
+        authorize(session.principal, "read", "raw", reason)
+        clean = check_reason(reason)
+        now = self._clock()
+        until = min(now + self.grant_seconds, session.expires)
+        await asyncio.to_thread(self._insert_grant, session.token_hash, recording_id, clean,
+                                now, until)
+        return clean
+
+    def _insert_grant(self, token_hash: bytes, recording_id: uuid.UUID, reason: str,
+                      now: float, until: float) -> None:
+        with connect(self._dsn) as conn, translate_errors():
+            conn.execute(
+                "INSERT INTO raw_grants (token_hash, recording_id, reason, granted_at,"
+                " expires_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (token_hash,"
+                " recording_id) DO UPDATE SET reason = EXCLUDED.reason,"
+                " granted_at = EXCLUDED.granted_at, expires_at = EXCLUDED.expires_at",
+                (token_hash, recording_id, reason, datetime.fromtimestamp(now, UTC),
+                 datetime.fromtimestamp(until, UTC)))
+
+    async def raw_reason(self, session: WebSession, recording_id: uuid.UUID) -> str | None:
+        """The reason this session gave to play this recording's original, while the
+        grant lasts; None otherwise."""
+        return await asyncio.to_thread(self._grant, session.token_hash, recording_id)
+
+    def _grant(self, token_hash: bytes, recording_id: uuid.UUID) -> str | None:
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT reason, expires_at FROM raw_grants"
+                               " WHERE token_hash = %s AND recording_id = %s",
+                               (token_hash, recording_id)).fetchone()
+        if row is None or float(row["expires_at"].timestamp()) <= self._clock():
+            return None
+        return str(row["reason"])
+
+    async def unlock(self, name: str) -> None:
+        """An administrator's unlock of a locked account."""
+        await asyncio.to_thread(self._clear_failures, name)
+        self._by_name.succeeded(name[:64])
+
+    async def _audit(self, event: AuditEvent) -> None:
+        if self._log is None:
+            return
+        try:
+            await asyncio.to_thread(self._log.append, event)
+        except StorageError as exc:
+            logger.error("QA app: %s could not be logged (%s)", event.action,
+                         type(exc).__name__)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and TOKEN_RE.match(value) else None
+
+
+def same_origin(request: web.Request) -> bool:
+    """False when the browser says the request comes from another site: the Origin
+    header names another host, or Sec-Fetch-Site says cross-site."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null" and request.method == "GET":
+        return True
+    _, _, host = origin.partition("://")
+    return host == request.host
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The same strict headers on every response, streamed and error ones included
+    (an `on_response_prepare` hook)."""
+    h = response.headers
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    h.setdefault("Cache-Control", "no-store")
