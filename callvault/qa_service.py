@@ -26,11 +26,10 @@ from aiohttp import web
 
 from callvault.web_auth import REASON_HEADER, WebAuth, WebSession
 from storage import catalog
-from storage.access import Variant
+from storage.access import Action, Variant
 from storage.errors import (
     AccessDenied,
     IntegrityError,
-    NotFound,
     RangeNotSatisfiable,
     StorageError,
 )
@@ -154,17 +153,18 @@ class QaService:
                 headers={"Content-Range": f"bytes */{size}"}) from None
         start, stop = span if span is not None else (0, size)
         where = f"QA app {request.remote or 'unknown'}"
+        action: Action = "read"
         if download:
             origin, action = f"{where}: download", "download"
         elif start <= 64:
-            origin, action = f"{where}: play", "read"
+            origin = f"{where}: play"
         else:
             at = start / size * (summary.duration_seconds or 0.0) if size else 0.0
-            origin, action = f"{where}: seek to ~{at:.1f} s (byte {start})", "read"
+            origin = f"{where}: seek to ~{at:.1f} s (byte {start})"
         try:
             stream = await asyncio.to_thread(
                 self.vault.stream_range, session.principal, recording_id,
-                variant,  # type: ignore[arg-type]  # checked against AUDIO_VARIANTS above
+                "raw" if variant == "raw" else "redacted",
                 start, stop, reason=reason, origin=origin, action=action)
         except AccessDenied as exc:
             raise web.HTTPForbidden(text=str(exc)) from None

@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -279,7 +279,8 @@ class WebAuth:
         await asyncio.to_thread(self._insert, session, now, label)
         await self._audit(AuditEvent(actor=principal.name, role=principal.role,
                                      action="sign_in", outcome="allowed", origin=origin,
-                                     detail=f"QA app ({'browser' if kind == 'browser' else 'API token'})"))
+                                     detail="QA app (browser)" if kind == "browser"
+                                     else "QA app (API token)"))
         return token, session
 
     def _insert(self, s: WebSession, now: float, label: str | None) -> None:
@@ -369,16 +370,28 @@ class WebAuth:
 
     # --- play original ------------------------------------------------------------------------
     async def grant_raw(self, session: WebSession, recording_id: uuid.UUID, reason: str,
-                        log: Callable[[str], Awaitable[None]] | None = None) -> str:
+                        origin: str) -> str:
         """Let this browser session play one recording's original for `grant_seconds`
-        after its compliance officer stated `reason` (checked; AccessDenied if the policy
-        or the reason refuses). Returns the reason as it will be logged."""
-        authorize(session.principal, "read", "raw", reason)
-        clean = check_reason(reason)
+        after its compliance officer stated `reason`. The grant or the refusal is written
+        to the access log; AccessDenied (a message safe to show) if the policy or the
+        reason refuses. Returns the reason as logged."""
+        try:
+            authorize(session.principal, "read", "raw", reason)
+            clean = check_reason(reason)
+        except AccessDenied as exc:
+            await self._audit(AuditEvent(actor=session.user, role=session.role, action="read",
+                                         outcome="denied", recording_id=recording_id,
+                                         variant="raw", origin=origin,
+                                         detail=f"play original: {exc}"))
+            raise
         now = self._clock()
         until = min(now + self.grant_seconds, session.expires)
         await asyncio.to_thread(self._insert_grant, session.token_hash, recording_id, clean,
                                 now, until)
+        await self._audit(AuditEvent(actor=session.user, role=session.role, action="read",
+                                     outcome="allowed", recording_id=recording_id,
+                                     variant="raw", reason=clean, origin=origin,
+                                     detail=f"play original granted for {round(until - now)} s"))
         return clean
 
     def _insert_grant(self, token_hash: bytes, recording_id: uuid.UUID, reason: str,
@@ -433,7 +446,7 @@ def same_origin(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("Origin")
-    if origin is None or origin == "null" and request.method == "GET":
+    if origin is None or (origin == "null" and request.method == "GET"):
         return True
     _, _, host = origin.partition("://")
     return host == request.host
