@@ -240,6 +240,8 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                                      session_seconds=settings.agent_session_seconds,
                                      log=s.db.log)
                     desk.add_routes(web_app)
+                    from callvault import qa_app
+                    qa_app.mount(web_app, qa_app.build(settings, s.vault, s.db.users))
                     if settings.telephony == "twilio":
                         from callvault import twilio_wiring
                         from storage.customers import Customers
@@ -255,8 +257,8 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                         err.print(f"Twilio webhooks at {settings.public_url}/twilio/voice",
                                   markup=False)
                     runner = await http.start(web_app, settings.http_host, settings.http_port)
-                    err.print(f"HTTP on http://{settings.http_host}:{settings.http_port}/",
-                              markup=False)
+                    err.print(f"HTTP on http://{settings.http_host}:{settings.http_port}/"
+                              f" (QA app at /qa/, API at /api/)", markup=False)
                 ivr_task = None
                 if serve and settings.telephony == "asterisk":
                     from callvault.calls import vault_sink
@@ -489,6 +491,25 @@ def _authorise_admin(db: svc.Database, admin: str | None, stdin: bool,
                                  detail=str(exc)))
         raise
     return principal
+
+
+@users_app.command("unlock")
+def users_unlock(
+    name: Annotated[str, typer.Argument(help="User name.", show_default=False)],
+    admin: Annotated[str, typer.Option(help="The admin authorising this.",
+                                       show_default=False)],
+    admin_password_stdin: Annotated[bool, typer.Option(
+        help="Read the admin's password from stdin.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """End a user's sign-in lockout (after repeated failed QA app sign-ins) early."""
+    settings = settings_from(config)
+    with _errors(), svc.database(settings) as db:
+        actor = _authorise_admin(db, admin, admin_password_stdin)
+        db.users.unlock(name)
+        db.log.append(AuditEvent(actor=actor.name, role=actor.role, action="manage_users",
+                                 outcome="ok", origin=_origin(), detail=f"unlocked user {name}"))
+    typer.echo(f"unlocked {name}")
 
 
 @users_app.command("list")

@@ -224,6 +224,11 @@ class Users:
         """Undo `disable`."""
         self._update(name, "UPDATE users SET disabled = %s WHERE name = %s", False)
 
+    def unlock(self, name: str) -> None:
+        """End a sign-in lockout (the QA app's, after repeated failures) early."""
+        self._update(name, "UPDATE users SET failed_sign_ins = 0, first_failure_at = NULL,"
+                     " locked_until = %s WHERE name = %s", None)
+
     def get(self, name: str) -> Principal:
         """The principal for an enabled user: NotFound if unknown, AccessDenied if disabled,
         so a disabled user's session stops at its next lookup."""

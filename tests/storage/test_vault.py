@@ -306,3 +306,45 @@ def test_ranges_decrypt_only_what_is_asked_and_are_logged(vault: Vault) -> None:
         vault.read_range(QA, rid, "raw", 0, 10)
     reads = [r for r in vault.log.show(recording_id=rid, limit=100) if r.action == "read"]
     assert len(reads) >= 8 and any(r.outcome == "denied" for r in reads)
+
+
+def test_stream_range_streams_authenticated_chunks_with_one_log_line(vault: Vault) -> None:
+    """stream_range yields exactly the asked bytes in chunks of at most `batch_segments`
+    segments, whatever the batch size; the policy is checked and logged once, before any
+    fetch; damage part-way stops the stream with IntegrityError (logged), after handing
+    out only chunks that authenticated."""
+    import random
+
+    from storage.errors import RangeNotSatisfiable
+
+    rng = random.Random(11)
+    seg = 64 * 1024
+    data = bytes(rng.getrandbits(8) for _ in range(5 * seg + 777))
+    rid = new_recording(vault.dsn)
+    vault.put_plaintext(rid, "redacted", io.BytesIO(data), len(data))
+    before = len(vault.log.show(recording_id=rid, limit=1000))
+    for start, end, batch in [(0, None, 1), (0, None, 2), (seg - 3, 4 * seg + 9, 1),
+                              (123, 124, 16), (3 * seg, None, 16)]:
+        stream = vault.stream_range(QA, rid, "redacted", start, end, batch_segments=batch)
+        chunks = list(stream.chunks)
+        stop = len(data) if end is None else end
+        assert (stream.size, stream.start, stream.stop) == (len(data), start, stop)
+        assert b"".join(chunks) == data[start:stop]
+        assert all(len(c) <= batch * seg for c in chunks)
+    rows = vault.log.show(recording_id=rid, limit=1000)
+    assert len(rows) - before == 5   # one line per range, not per chunk
+    with pytest.raises(RangeNotSatisfiable):
+        vault.stream_range(QA, rid, "redacted", len(data))
+    with pytest.raises(AccessDenied):   # refused before anything is fetched
+        vault.stream_range(QA, rid, "raw", 0)
+    _tamper(vault, rid, "redacted",
+            lambda d: d[:crypto.HEADER_SIZE + 3 * (seg + 16) + 5]
+            + bytes([d[crypto.HEADER_SIZE + 3 * (seg + 16) + 5] ^ 1])
+            + d[crypto.HEADER_SIZE + 3 * (seg + 16) + 6:])
+    got: list[bytes] = []
+    stream = vault.stream_range(QA, rid, "redacted", 0, None, batch_segments=1)
+    with pytest.raises(IntegrityError):
+        for chunk in stream.chunks:
+            got.append(chunk)
+    assert b"".join(got) == data[:3 * seg]   # the three good segments, then the stop
+    assert ("quinn", "decrypt", "redacted", "failed") in _log(vault.dsn, rid)
