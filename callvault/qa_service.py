@@ -43,6 +43,8 @@ _RANGE = re.compile(r"^bytes=(\d{0,15})-(\d{0,15})$")
 WAVEFORM_BINS_PER_SECOND = 20
 WAVEFORM_MAX_BINS = 6000
 _WAVE_CACHE = 64
+_CONTINUE_SLACK = 1 << 20   # bytes a player's next request may start from where the last stopped
+_MAX_POSITIONS = 10_000
 
 
 class BadWave(ValueError):
@@ -83,6 +85,9 @@ class QaService:
         self.scorecards = scorecards
         self.auth = auth
         self._waves: OrderedDict[uuid.UUID, dict[str, Any]] = OrderedDict()
+        # where each (session, recording, variant)'s last response stopped: a request that
+        # picks up there is the player buffering on, not the listener seeking
+        self._reached: OrderedDict[tuple[bytes, uuid.UUID, str], int] = OrderedDict()
 
     def __repr__(self) -> str:
         return "QaService()"
@@ -153,13 +158,17 @@ class QaService:
                 headers={"Content-Range": f"bytes */{size}"}) from None
         start, stop = span if span is not None else (0, size)
         where = f"QA app {request.remote or 'unknown'}"
+        key = (session.token_hash, recording_id, variant)
+        reached = self._reached.get(key)
         action: Action = "read"
+        at = start / size * (summary.duration_seconds or 0.0) if size else 0.0
         if download:
             origin, action = f"{where}: download", "download"
         elif start <= 64:
             origin = f"{where}: play"
+        elif reached is not None and abs(start - reached) <= _CONTINUE_SLACK:
+            origin = f"{where}: continue at ~{at:.1f} s (byte {start})"
         else:
-            at = start / size * (summary.duration_seconds or 0.0) if size else 0.0
             origin = f"{where}: seek to ~{at:.1f} s (byte {start})"
         try:
             stream = await asyncio.to_thread(
@@ -185,12 +194,15 @@ class QaService:
         if request.method == "HEAD":
             return resp
         chunks = stream.chunks
+        sent = stream.start
         try:
             while True:
                 piece = await asyncio.to_thread(next, chunks, None)
                 if piece is None:
                     break
                 await resp.write(piece)
+                sent += len(piece)
+                self._remember(key, sent)
         except (IntegrityError, StorageError) as exc:
             # the client must not take a cut-short body for the whole object
             logger.error("QA app: streaming %s audio of %s stopped: %s", variant,
@@ -202,6 +214,12 @@ class QaService:
             raise   # the browser went away (a seek cancels the previous request)
         await resp.write_eof()
         return resp
+
+    def _remember(self, key: tuple[bytes, uuid.UUID, str], reached: int) -> None:
+        self._reached[key] = reached
+        self._reached.move_to_end(key)
+        while len(self._reached) > _MAX_POSITIONS:
+            self._reached.popitem(last=False)
 
 
 # --- waveform --------------------------------------------------------------------------
