@@ -80,14 +80,18 @@ class AriClient:
 
     # --- the boundary -------------------------------------------------------------------
     async def request(self, method: str, path: str, op: str, *, params: Params | None = None,
+                      json_body: dict[str, Any] | None = None,
                       gone_on: tuple[int, ...] = ()) -> tuple[int, bytes]:
         """One request to `/ari/{path}`; (status, body) for 2xx, else a telephony error.
         `op` names the operation in messages ("answer", "play", ...): paths hold provider
-        ids, so a message never quotes one. A status in `gone_on` means the call ended."""
+        ids, so a message never quotes one. A status in `gone_on` means the call ended.
+        `json_body` parameters travel as a JSON object (ARI reads operation parameters from
+        the body too): used for values that must not sit in a URL, where Asterisk's and
+        proxies' request logs would keep them."""
         url = f"{self.base_url}/ari/{path.lstrip('/')}"
         query = _query(params or {})
         try:
-            async with self._http().request(method, url, params=query) as resp:
+            async with self._http().request(method, url, params=query, json=json_body) as resp:
                 body = await resp.read()
                 status = resp.status
         except TimeoutError:
@@ -173,15 +177,17 @@ class AriClient:
                         caller_id: str | None = None) -> None:
         """`POST /channels/{channel_id}`: dial `endpoint` (e.g. `PJSIP/agent1`) under our
         own channel id; once answered the channel enters Stasis application `app` with
-        `app_args`. Asterisk gives up after `timeout` seconds of ringing."""
-        params: dict[str, str | int | Sequence[str]] = {
-            "endpoint": endpoint, "app": app, "timeout": timeout}
+        `app_args`. Asterisk gives up after `timeout` seconds of ringing. The endpoint
+        (for a call-back, the customer's number of record) and the caller id go in the
+        JSON body, never the query string."""
+        params: dict[str, str | int | Sequence[str]] = {"app": app, "timeout": timeout}
         if app_args:
             params["appArgs"] = app_args
+        body = {"endpoint": endpoint}
         if caller_id:
-            params["callerId"] = caller_id
+            body["callerId"] = caller_id
         await self.request("POST", f"channels/{_seg(channel_id)}", "originate",
-                           params=params)
+                           params=params, json_body=body)
 
     async def record_bridge(self, bridge_id: str, name: str, *, fmt: str = "wav",
                             max_seconds: int = 0) -> None:
