@@ -446,8 +446,11 @@ def same_origin(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("Origin")
-    if origin is None or (origin == "null" and request.method == "GET"):
+    if origin is None:
         return True
+    if origin == "null":   # privacy settings hide it; the browser's own fetch metadata
+        return request.method == "GET" or request.headers.get("Sec-Fetch-Site") == \
+            "same-origin"
     _, _, host = origin.partition("://")
     return host == request.host
 
@@ -458,7 +461,9 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     h = response.headers
     h.setdefault("Content-Security-Policy", CSP)
     h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")
+    # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on
+    # every POST, which the CSRF check must then refuse; other sites still get nothing
+    h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("X-Frame-Options", "DENY")
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     h.setdefault("Cross-Origin-Resource-Policy", "same-origin")

@@ -321,9 +321,11 @@ class Vault:
         seg = obj.segment_size
         total = crypto.segment_count(obj.plaintext_size or 0, seg)
         pos = start
+        step = 1      # the first chunk small, so the first byte comes soon; then `batch`
         try:
             while pos < stop:
-                upto = min(stop, (pos // seg + batch) * seg)
+                upto = min(stop, (pos // seg + step) * seg)
+                step = batch
                 first, offset, length = crypto.segment_span(pos, upto, seg)
                 body = self.store.get_range(obj.s3_key, offset, offset + length - 1,
                                             obj.version_id)
