@@ -15,10 +15,7 @@ client and server share neither a GIL nor a loop; 2 cores are shared by client, 
 PostgreSQL and SeaweedFS) as `callvault serve` serves it: `callvault.app.build_app`,
 `qa_app.build(settings, vault, users)`, `qa_app.mount`, `callvault.app.start`, pooled
 PostgreSQL connections. The client takes an API token from `POST /api/tokens` and plays
-`GET /api/recordings/{id}/audio/redacted` with `Authorization: Bearer`. Should the API
-module not define those routes yet, the child adds two stand-ins (`/bench/tokens`,
-`/bench/audio/{id}`) that call the same code (`WebAuth.sign_in` + `start("api")`;
-`auth.session` + `QaService.audio`); the report says which was measured.
+`GET /api/recordings/{id}/audio/redacted` with `Authorization: Bearer`.
 
 Measured, all with a new TCP connection per request (keep-alive off: a browser's seek
 aborts the request in flight, and its connection with it):
@@ -158,14 +155,6 @@ def store_recording(vault: Vault, plain: Path, seconds: int) -> uuid.UUID:
 
 
 # --- the server (a child process of this script) -------------------------------------------
-def _has_api_audio(app: web.Application) -> bool:
-    for resource in app.router.resources():
-        path = resource.canonical
-        if path.startswith("/api/recordings/") and "/audio/" in path:
-            return True
-    return False
-
-
 class _ErrorCount(logging.Handler):
     """Counts what aiohttp's server logs (a handler's exception: "Error handling request")
     by exception type, instead of printing a traceback per request into the report."""
@@ -183,7 +172,6 @@ class _ErrorCount(logging.Handler):
 async def _serve(config: dict[str, Any]) -> None:
     from callvault import app as http
     from callvault import qa_app
-    from callvault.web_auth import SignInRefused
     from storage.db import pool_connections
 
     dsn = config["dsn"]
@@ -208,28 +196,6 @@ async def _serve(config: dict[str, Any]) -> None:
 
     app = http.build_app({"database": healthy})
     qa_app.mount(app, service)
-    mode = "api" if _has_api_audio(app) else "stand-in"
-    if mode == "stand-in":
-        async def tokens(request: web.Request) -> web.Response:
-            body = await request.json()
-            try:
-                principal = await service.auth.sign_in(body["user"], body["password"],
-                                                       request.remote or "", "bench")
-            except SignInRefused as exc:
-                return web.json_response({"error": exc.message}, status=exc.status)
-            token, _ = await service.auth.start(principal, "api", "bench")
-            return web.json_response({"token": token, "token_type": "Bearer"}, status=201)
-
-        async def audio(request: web.Request) -> web.StreamResponse:
-            session = await service.auth.session(request)
-            if session is None:
-                return web.json_response({"error": "sign in first"}, status=401)
-            rid = uuid.UUID(request.match_info["id"])
-            return await service.audio(request, session, rid, "redacted")
-
-        app.router.add_post("/bench/tokens", tokens)
-        app.router.add_get("/bench/audio/{id}", audio)
-
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(errors.counts)
 
@@ -248,7 +214,7 @@ async def _serve(config: dict[str, Any]) -> None:
     runner = await http.start(app, "127.0.0.1", config["port"])
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(f"ready {mode}", flush=True)
+    print("ready api", flush=True)
     await stop.wait()
     await runner.cleanup()
 
@@ -556,9 +522,7 @@ def _row(label: str, xs: Sequence[float], base: Sequence[float] | None = None) -
 def report(args: argparse.Namespace, t: Target, seconds: int, ttfb: Latency, seek: Latency,
            parts: dict[str, list[float]], levels: list[Level], pids: Pids,
            logged: dict[str, int]) -> dict[str, Any]:
-    route = ("the API's GET /api/recordings/{id}/audio/redacted" if t.mode == "api" else
-             "a stand-in route calling auth.session + QaService.audio (the API module "
-             "had no audio route yet)")
+    route = "the API's GET /api/recordings/{id}/audio/redacted"
     print(f"\nQA replay: a {seconds / 60:.0f}-minute recording, 8 kHz 16-bit mono, "
           f"{t.size / 1e6:.1f} MB, stored encrypted (AES-256-GCM, 64 KiB segments) in "
           f"SeaweedFS; served by {route}, in its own process; {os.cpu_count()} cores shared "
@@ -641,7 +605,7 @@ def report(args: argparse.Namespace, t: Target, seconds: int, ttfb: Latency, see
 
 
 async def sign_in(base: str, mode: str) -> str:
-    path = "/api/tokens" if mode == "api" else "/bench/tokens"
+    path = "/api/tokens"
     async with _session() as session, session.post(
             base + path, json={"user": USER, "password": PASSWORD}) as resp:
         body = await resp.json()
@@ -717,8 +681,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             raise SystemExit("the QA app did not start")
         mode = ready[1]
         token = asyncio.run(sign_in(base, mode))
-        audio = (f"{base}/api/recordings/{rid}/audio/redacted" if mode == "api"
-                 else f"{base}/bench/audio/{rid}")
+        audio = f"{base}/api/recordings/{rid}/audio/redacted"
         t = Target(base, audio, token, size, plain, mode)
         pids = Pids(server.pid, _postmaster(pg), sw.pid)
         return asyncio.run(client(args, t, pids, vault, rid, seconds))

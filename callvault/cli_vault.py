@@ -238,7 +238,7 @@ def _work(config: Path | None, *, serve: bool, concurrency: int | None = None,
                     web_app = http.build_app({"database": database_ok})
                     desk = AgentDesk(s.db.dsn, settings.agent_desks,
                                      session_seconds=settings.agent_session_seconds,
-                                     log=s.db.log)
+                                     users=s.db.users, log=s.db.log)
                     desk.add_routes(web_app)
                     from callvault import qa_app
                     qa_app.mount(web_app, qa_app.build(settings, s.vault, s.db.users))

@@ -205,6 +205,24 @@ class Settings(BaseSettings):
     sign_in_lock_seconds: Annotated[float, Field(ge=60, le=86400)] = Field(
         900.0, description="the window they are counted in, and how long the lock lasts")
 
+    trusted_proxies: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="addresses or networks of reverse proxies whose X-Forwarded-For "
+                    "names the client (sign-in throttling and the access log); empty: "
+                    "the peer address is the client")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {item!r} is not an address or network"
+                                 ) from None
+        return value
+
     @field_validator("qa_questions")
     @classmethod
     def _unique_questions(cls, value: list[QaQuestion]) -> list[QaQuestion]:

@@ -359,9 +359,8 @@ class QaApi:
         r.add_put("/api/recordings/{id}/scorecard", self.save_scorecard)
         r.add_post("/api/recordings/{id}/events", self.player_event)
 
-    @staticmethod
-    def origin(request: web.Request) -> str:
-        return f"QA API {request.remote or 'unknown'}"
+    def origin(self, request: web.Request) -> str:
+        return f"QA API {self.service.auth.client(request)}"
 
     async def _session(self, request: web.Request) -> WebSession:
         """The caller's session: 401 without one, 503 if the database is down, 403 for an
@@ -412,7 +411,7 @@ class QaApi:
         origin = self.origin(request)
         try:
             principal = await self.service.auth.sign_in(user, password,
-                                                        request.remote or "unknown", origin)
+                                                        self.service.auth.client(request), origin)
         except SignInRefused as exc:
             headers = ({"Retry-After": str(exc.retry_after)}
                        if exc.status == 429 and exc.retry_after else {})
@@ -577,7 +576,7 @@ class QaApi:
             await asyncio.to_thread(self.service.vault.log.append, AuditEvent(
                 actor=session.user, role=session.role, action=kind, outcome="ok",
                 recording_id=rid, variant=variant,
-                origin=f"QA app player {request.remote or 'unknown'}",
+                origin=f"QA app player {self.service.auth.client(request)}",
                 detail=f"{kind} at {float(position):.1f} s"))
         except StorageError as exc:
             _storage_error(exc)

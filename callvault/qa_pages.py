@@ -86,10 +86,6 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _origin(request: web.Request, what: str) -> str:
-    return f"QA app {request.remote or 'unknown'}: {what}"
-
-
 @dataclass(frozen=True)
 class Filters:
     """The recordings list's query string, checked; `values` re-fills the form."""
@@ -155,7 +151,8 @@ def parse_filters(query: Mapping[str, str]) -> Filters:
     if order not in ("asc", "desc"):
         raise BadFilter("order: ascending or descending")
     raw_page = query.get("page", "1").strip() or "1"
-    if not raw_page.isdigit() or not 1 <= int(raw_page) <= MAX_PAGE_NUMBER:
+    if not (raw_page.isascii() and raw_page.isdigit()) \
+            or not 1 <= int(raw_page) <= MAX_PAGE_NUMBER:
         raise BadFilter(f"page: a whole number from 1 to {MAX_PAGE_NUMBER}")
     page = int(raw_page)
     q = catalog.RecordingQuery(
@@ -186,6 +183,9 @@ class QaPages:
 
     def __repr__(self) -> str:
         return "QaPages()"
+
+    def _origin(self, request: web.Request, what: str) -> str:
+        return f"QA app {self.auth.client(request)}: {what}"
 
     def add_routes(self, app: web.Application) -> None:
         g = self._guard
@@ -278,15 +278,21 @@ class QaPages:
                                       "another site. Please sign in again.", user, next_path)
         try:
             principal = await self.auth.sign_in(user, form.get("password", ""),
-                                                request.remote or "unknown",
-                                                _origin(request, "sign-in"))
+                                                self.auth.client(request),
+                                                self._origin(request, "sign-in"))
         except SignInRefused as refused:
-            resp = self._sign_in_page(request, refused.status, refused.message, user,
+            # the name is not typed back: after a failure it may be a password typed
+            # into the wrong field
+            resp = self._sign_in_page(request, refused.status, refused.message, "",
                                       next_path)
             if refused.retry_after is not None:
                 resp.headers["Retry-After"] = str(refused.retry_after)
             return resp
-        token, _ = await self.auth.start(principal, "browser", _origin(request, "sign-in"))
+        previous = await self.auth.session(request)
+        if previous is not None and previous.kind == "browser":   # one session per browser
+            await self.auth.end(previous, self._origin(request, "sign-in replaces a session"))
+        token, _ = await self.auth.start(principal, "browser",
+                                         self._origin(request, "sign-in"))
         resp = _see_other(next_path if _NEXT.match(next_path) else RECORDINGS)
         self.auth.set_session_cookie(resp, token)
         resp.del_cookie(self.auth.signin_cookie_name, path="/", secure=self.auth.secure,
@@ -300,7 +306,7 @@ class QaPages:
             if not self._csrf_ok(request, session, form):
                 return self.error(403, "Sign-out refused", "The form expired or came from "
                                   "another site; sign out from the app's own page.", session)
-            await self.auth.end(session, _origin(request, "sign-out"))
+            await self.auth.end(session, self._origin(request, "sign-out"))
         resp = _see_other(SIGN_IN)
         self.auth.clear_session_cookie(resp)
         return resp
@@ -310,7 +316,7 @@ class QaPages:
         session = await self._session(request)
         try:
             filters = parse_filters(request.query)
-        except (BadFilter, ValueError) as exc:
+        except (BadFilter, ValueError, OverflowError) as exc:
             values = {k: request.query.get(k, "")[:100] for k in
                       ("since", "until", "agent", "verdict", "min_seconds", "max_seconds",
                        "qa_status", "sort", "order")}
@@ -404,6 +410,8 @@ class QaPages:
             await asyncio.to_thread(self.service.scorecards.save, session.principal,
                                     summary.id, answers, form.get("notes", ""))
         except ScorecardError as exc:
+            if "numbers" in str(exc):     # refused for a number in them: not typed back
+                form = {k: v for k, v in form.items() if k != "notes"}
             return await self._player_page(request, session, summary, 400,
                                            card_error=str(exc), submitted=form)
         except NotFound:
@@ -417,7 +425,7 @@ class QaPages:
             text = form.get(f"q_{q.id}", "").strip()
             if not text:
                 raise ScorecardError(f"answer every question ({q.text!s:.60})")
-            if not text.isdigit() or len(text) > 3:
+            if not (text.isascii() and text.isdigit()) or len(text) > 3:
                 raise ScorecardError(f"question {q.id} takes 0-{q.points} points")
             answers[q.id] = int(text)
         return answers
@@ -436,13 +444,14 @@ class QaPages:
         reason = form.get("reason", "")
         try:
             await self.auth.grant_raw(session, summary.id, reason,
-                                      _origin(request, "play original"))
+                                      self._origin(request, "play original"))
         except AccessDenied as exc:
             if not may_play_original(session.principal):
                 return self.error(403, "Not allowed", f"{exc}. Only compliance officers "
                                   "may play an original recording.", session)
-            return await self._player_page(request, session, summary, 400,
-                                           original_error=str(exc), reason_typed=reason)
+            return await self._player_page(
+                request, session, summary, 400, original_error=str(exc),
+                reason_typed="" if "numbers" in str(exc) else reason)
         raise web.HTTPSeeOther(f"{RECORDINGS}/{summary.id}?original=1")
 
 

@@ -13,20 +13,23 @@ vault refuses, logs the refusal, and the request gets 403.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import struct
 import uuid
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 from aiohttp import web
 
 from callvault.web_auth import REASON_HEADER, WebAuth, WebSession
 from storage import catalog
-from storage.access import Action, Variant
+from storage.access import Action, Variant, authorize
 from storage.errors import (
     AccessDenied,
     IntegrityError,
@@ -34,7 +37,7 @@ from storage.errors import (
     StorageError,
 )
 from storage.scorecards import Scorecards
-from storage.vault import Vault
+from storage.vault import RangeStream, Vault
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ WAVEFORM_MAX_BINS = 6000
 _WAVE_CACHE = 64
 _CONTINUE_SLACK = 256 * 1024   # bytes a player's next request may start from where the last stopped
 _MAX_POSITIONS = 10_000
+_STREAM_THREADS = 32
+T = TypeVar("T")
 
 
 class BadWave(ValueError):
@@ -88,6 +93,18 @@ class QaService:
         # where each (session, recording, variant)'s last response stopped: a request that
         # picks up there is the player buffering on, not the listener seeking
         self._reached: OrderedDict[tuple[bytes, uuid.UUID, str], int] = OrderedDict()
+        # streams get threads of their own: sign-ins (argon2id) and other work in the
+        # default pool must not hold up a player's next chunk, nor it theirs
+        self._pool = ThreadPoolExecutor(max_workers=_STREAM_THREADS,
+                                        thread_name_prefix="qa-stream")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        """Stop the streaming threads and the sign-in threads (the app's cleanup)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.auth.close()
 
     def __repr__(self) -> str:
         return "QaService()"
@@ -149,7 +166,18 @@ class QaService:
             else:
                 reason = request.headers.get(REASON_HEADER)
         download = request.query.get("download") == "1"
-        obj = await asyncio.to_thread(self.vault.get_object, recording_id, variant)
+        where = f"QA app {self.auth.client(request)}"
+        action: Action = "download" if download else "read"
+        checked: Variant = "raw" if variant == "raw" else "redacted"
+        try:   # the policy first: a refused caller learns nothing, not even the size
+            authorize(session.principal, action, checked, reason)
+        except AccessDenied:
+            try:
+                await self._run(self.vault.authorize, session.principal, action,
+                                recording_id, checked, reason, f"{where}: {variant} audio")
+            except AccessDenied as exc:      # logged by the vault
+                raise web.HTTPForbidden(text=str(exc)) from None
+        obj = await self._run(self.vault.get_object, recording_id, variant)
         size = obj.plaintext_size or 0
         try:
             span = parse_range(request.headers.get("Range"), size)
@@ -157,29 +185,37 @@ class QaService:
             raise web.HTTPRequestRangeNotSatisfiable(
                 headers={"Content-Range": f"bytes */{size}"}) from None
         start, stop = span if span is not None else (0, size)
-        where = f"QA app {request.remote or 'unknown'}"
         key = (session.token_hash, recording_id, variant)
         reached = self._reached.get(key)
-        action: Action = "read"
         at = start / size * (summary.duration_seconds or 0.0) if size else 0.0
-        if download:
-            origin, action = f"{where}: download", "download"
+        if request.method == "HEAD":
+            origin = f"{where}: size and type only (HEAD)"
+        elif download:
+            origin = f"{where}: download"
         elif start <= 64:
             origin = f"{where}: play"
         elif reached is not None and abs(start - reached) <= _CONTINUE_SLACK:
             origin = f"{where}: continue at ~{at:.1f} s (byte {start})"
         else:
             origin = f"{where}: seek to ~{at:.1f} s (byte {start})"
-        try:
-            stream = await asyncio.to_thread(
-                self.vault.stream_range, session.principal, recording_id,
-                "raw" if variant == "raw" else "redacted",
-                start, stop, reason=reason, origin=origin, action=action)
-        except AccessDenied as exc:
-            raise web.HTTPForbidden(text=str(exc)) from None
-        except RangeNotSatisfiable:
-            raise web.HTTPRequestRangeNotSatisfiable(
-                headers={"Content-Range": f"bytes */{size}"}) from None
+        if request.method == "HEAD":     # no bytes move: logged as what it is, no fetch
+            try:
+                await self._run(self.vault.authorize, session.principal, action,
+                                recording_id, checked, reason, origin)
+            except AccessDenied as exc:
+                raise web.HTTPForbidden(text=str(exc)) from None
+            stream = RangeStream(size, start, stop, iter(()))
+        else:
+            try:
+                stream = await self._run(
+                    functools.partial(self.vault.stream_range, session.principal,
+                                      recording_id, checked, start, stop, reason=reason,
+                                      origin=origin, action=action))
+            except AccessDenied as exc:
+                raise web.HTTPForbidden(text=str(exc)) from None
+            except RangeNotSatisfiable:
+                raise web.HTTPRequestRangeNotSatisfiable(
+                    headers={"Content-Range": f"bytes */{size}"}) from None
         resp = web.StreamResponse(status=206 if span is not None else 200)
         resp.content_type = "audio/wav"
         resp.content_length = stream.stop - stream.start
@@ -197,7 +233,7 @@ class QaService:
         sent = stream.start
         try:
             while True:
-                piece = await asyncio.to_thread(next, chunks, None)
+                piece = await self._run(next, chunks, None)
                 if piece is None:
                     break
                 await resp.write(piece)

@@ -62,7 +62,8 @@ def database(settings: Settings) -> Iterator[Database]:
         ensure_job_schema(dsn)
         keys = open_key_provider(settings)
         log = AccessLog(dsn, load_audit_key(dsn, keys))
-        yield Database(dsn, keys, log, Users(dsn))
+        yield Database(dsn, keys, log, Users(dsn, lock_after=settings.sign_in_lock_after,
+                                             lock_seconds=settings.sign_in_lock_seconds))
 
 
 @contextmanager

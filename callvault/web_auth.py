@@ -12,10 +12,14 @@ stated reason for playing an original, and the security headers of every respons
   `Authorization` header only (a token seen in a URL is revoked, never accepted) and
   needs no CSRF token, since a browser never attaches it on its own.
 - Only the SHA-256 of either secret is stored (`web_sessions`, migration 0007).
-- **Lockout**: `lock_after` failed sign-ins within `lock_seconds` lock an account for
-  `lock_seconds`, in the database (every instance, across restarts); unknown names and
-  client addresses are throttled in memory the same way, so a lockout says nothing
-  about whether a name exists. A locked account refuses even the right password.
+- **Lockout**: the vault's rule (`Users.authenticate`: `lock_after` failed sign-ins
+  within `lock_seconds` lock an account for `lock_seconds`, even against the right
+  password) holds for the QA app, its API, the agent desk and the CLI alike, on every
+  instance and across restarts. Names that belong to no account are locked in memory by
+  the same rule, so a lockout and its Retry-After say nothing about whether a name
+  exists; client addresses are throttled too (behind `trusted_proxies`, the address
+  their X-Forwarded-For names). Attempts are counted before the password is checked,
+  so a burst of parallel guesses gets no more than `lock_after` checks.
 - Only roles the policy lets read redacted audio (qa, compliance) may sign in here.
 - Every sign-in, refusal, lockout and sign-out is written to the access log.
 """
@@ -26,12 +30,15 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -39,7 +46,7 @@ from typing import Literal
 from aiohttp import web
 
 from callvault.throttle import FailureThrottle
-from storage.access import Principal, Users, authorize, check_reason
+from storage.access import AccountLocked, Principal, Users, authorize, check_reason
 from storage.audit import AccessLog, AuditEvent
 from storage.db import connect, translate_errors
 from storage.errors import AccessDenied, StorageError
@@ -105,26 +112,28 @@ class WebAuth:
     def __init__(self, dsn: str, *, users: Users | None = None, log: AccessLog | None = None,
                  idle_seconds: float = 1800.0, absolute_seconds: float = 8 * 3600.0,
                  api_token_seconds: float = 7 * 86400.0, grant_seconds: float = 1800.0,
-                 secure_cookies: bool = True, lock_after: int = 5, lock_seconds: float = 900.0,
+                 secure_cookies: bool = True, trusted_proxies: Sequence[str] = (),
                  clock: Callable[[], float] = time.time) -> None:
-        if min(idle_seconds, absolute_seconds, api_token_seconds, grant_seconds,
-               lock_seconds) <= 0 or lock_after < 1:
-            raise ValueError("session, token, grant and lockout times must be positive")
+        if min(idle_seconds, absolute_seconds, api_token_seconds, grant_seconds) <= 0:
+            raise ValueError("session, token and grant times must be positive")
         self._dsn = dsn
-        self._users = users or Users(dsn)
+        self._users = users or Users(dsn)   # its lockout rule is the one used here too
         self._log = log
         self.idle_seconds = idle_seconds
         self.absolute_seconds = absolute_seconds
         self.api_token_seconds = api_token_seconds
         self.grant_seconds = grant_seconds
         self.secure = secure_cookies
-        self.lock_after = lock_after
-        self.lock_seconds = lock_seconds
         self._clock = clock
-        self._hashing = asyncio.Semaphore(4)   # argon2id takes 64 MiB a check
+        # argon2id takes 64 MiB and ~0.1 s of CPU a check: sign-ins get their own two
+        # threads, so a burst of them neither takes the host's memory nor stalls the
+        # threads that stream audio and look sessions up
+        self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sign-in")
         self._waiting = 0
-        self._by_name = FailureThrottle(lock_after, lock_seconds, clock=clock)
+        self._unknown = NameLockout(self._users.lock_after, self._users.lock_seconds,
+                                    clock=clock)
         self._by_address = FailureThrottle(*ADDRESS_FAILURES, clock=clock)
+        self._trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def __repr__(self) -> str:
         return f"WebAuth(secure={self.secure})"
@@ -166,47 +175,48 @@ class WebAuth:
                       ) -> Principal:
         """The principal, or SignInRefused: 429 while locked out or throttled, 401 for
         any wrong user name or password (the same answer and work), 403 for a role the
-        QA app does not serve, 503 when the database is down."""
+        QA app does not serve, 503 when the database is down.
+
+        Existing accounts are locked in the database by `Users.authenticate` (every way
+        of signing in, every instance); names that exist nowhere are locked here, in
+        memory, by the same rule, so a lockout and its Retry-After look the same either
+        way and say nothing about whether a name exists."""
         key = name[:64]
-        wait = max(self._by_name.wait(key), self._by_address.wait(remote))
-        if wait <= 0 and USER_NAME_RE.match(name):
-            try:
-                wait = await asyncio.to_thread(self._locked_for, name)
-            except StorageError:
-                raise SignInRefused(503, "the vault database is unavailable; try again "
-                                         "shortly") from None
-        if wait > 0 or self._waiting >= _MAX_WAITING:
-            await self._audit(AuditEvent(actor=await self._shown(name), role="unknown",
-                                         action="sign_in", outcome="denied", origin=origin,
-                                         detail="locked out or throttled"))
-            minutes = max(1, round((wait or 60) / 60))
-            raise SignInRefused(429, "too many failed sign-ins: this account is locked; "
-                                     f"try again in {minutes} minute(s)",
-                                max(1, round(wait or 60)))
+        wait = max(self._by_address.wait(remote), self._unknown.attempt(key))
+        if wait > 0:
+            await self._refused(name, origin, "locked out or throttled")
+            raise _locked(wait)
+        if self._waiting >= _MAX_WAITING:
+            self._unknown.forget(key)
+            raise SignInRefused(429, "too many sign-ins at once; try again in a minute", 60)
         self._waiting += 1
         try:
-            async with self._hashing:
-                principal: Principal = await asyncio.to_thread(
-                    self._users.authenticate, name, password)
+            loop = asyncio.get_running_loop()
+            principal: Principal = await loop.run_in_executor(
+                self._hash_pool, self._users.authenticate, name, password)
+        except AccountLocked as exc:
+            self._unknown.forget(key)         # an account: the database keeps its count
+            self._by_address.failed(remote)
+            await self._refused(name, origin, "account locked")
+            raise _locked(exc.retry_after) from None
         except AccessDenied:
-            self._by_name.failed(key)
             self._by_address.failed(remote)
             shown = await self._shown(name)
-            locked = False
-            if USER_NAME_RE.match(name):
-                with contextlib.suppress(StorageError):
-                    locked = await asyncio.to_thread(self._count_failure, name)
-            await self._audit(AuditEvent(actor=shown, role="unknown", action="sign_in",
-                                         outcome="denied", origin=origin,
-                                         detail="wrong user name or password"
-                                         + ("; account locked" if locked else "")))
+            if shown == name:
+                self._unknown.forget(key)
+                locked = await asyncio.to_thread(self._locked_now, name)
+            else:
+                locked = self._unknown.failed(key)
+            await self._refused(name, origin, "wrong user name or password"
+                                + ("; account locked" if locked else ""), shown)
             raise SignInRefused(401, "sign-in failed: wrong user name or password") from None
         except StorageError:
+            self._unknown.forget(key)
             raise SignInRefused(503, "the vault database is unavailable; try again "
                                      "shortly") from None
         finally:
             self._waiting -= 1
-        self._by_name.succeeded(key)
+        self._unknown.forget(key)
         try:
             authorize(principal, "read", "redacted")   # the policy says who replays audio
         except AccessDenied:
@@ -215,9 +225,13 @@ class WebAuth:
                                          detail="QA app: role may not replay recordings"))
             raise SignInRefused(403, "the QA app is for QA reviewers and compliance "
                                      "officers") from None
-        with contextlib.suppress(StorageError):
-            await asyncio.to_thread(self._clear_failures, principal.name)
         return principal
+
+    async def _refused(self, name: str, origin: str, why: str,
+                       shown: str | None = None) -> None:
+        await self._audit(AuditEvent(actor=shown or await self._shown(name), role="unknown",
+                                     action="sign_in", outcome="denied", origin=origin,
+                                     detail=why))
 
     async def _shown(self, name: str) -> str:
         """The name for the log: only names of existing users (a password typed into the
@@ -232,40 +246,11 @@ class WebAuth:
             return "(unknown user)"
         return name
 
-    def _locked_for(self, name: str) -> float:
-        with connect(self._dsn) as conn, translate_errors():
-            row = conn.execute("SELECT locked_until FROM users WHERE name = %s",
-                               (name,)).fetchone()
-        if row is None or row["locked_until"] is None:
-            return 0.0
-        return max(0.0, float(row["locked_until"].timestamp()) - self._clock())
-
-    def _count_failure(self, name: str) -> bool:
-        """Count a failed sign-in of an existing user; True if this one locked it."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        window = timedelta(seconds=self.lock_seconds)
-        with connect(self._dsn) as conn, translate_errors():
-            row = conn.execute(
-                "UPDATE users SET"
-                " failed_sign_ins = CASE WHEN first_failure_at IS NULL"
-                "   OR first_failure_at < %(start)s THEN 1 ELSE failed_sign_ins + 1 END,"
-                " first_failure_at = CASE WHEN first_failure_at IS NULL"
-                "   OR first_failure_at < %(start)s THEN %(now)s ELSE first_failure_at END"
-                " WHERE name = %(name)s RETURNING failed_sign_ins",
-                {"start": now - window, "now": now, "name": name}).fetchone()
-            if row is None or row["failed_sign_ins"] < self.lock_after:
-                return False
-            conn.execute("UPDATE users SET locked_until = %s, failed_sign_ins = 0,"
-                         " first_failure_at = NULL WHERE name = %s", (now + window, name))
-        logger.warning("QA app: user %s locked for %.0f s after %d failed sign-ins", name,
-                       self.lock_seconds, self.lock_after)
-        return True
-
-    def _clear_failures(self, name: str) -> None:
-        with connect(self._dsn) as conn, translate_errors():
-            conn.execute("UPDATE users SET failed_sign_ins = 0, first_failure_at = NULL,"
-                         " locked_until = NULL WHERE name = %s AND (failed_sign_ins <> 0"
-                         " OR locked_until IS NOT NULL)", (name,))
+    def _locked_now(self, name: str) -> bool:
+        try:
+            return self._users.locked_for(name) > 0
+        except StorageError:
+            return False
 
     # --- sessions -----------------------------------------------------------------------------
     async def start(self, principal: Principal, kind: Kind, origin: str,
@@ -385,7 +370,7 @@ class WebAuth:
                                          detail=f"play original: {exc}"))
             raise
         now = self._clock()
-        until = min(now + self.grant_seconds, session.expires)
+        until = now + self.grant_seconds   # and never past the session: looked up through it
         await asyncio.to_thread(self._insert_grant, session.token_hash, recording_id, clean,
                                 now, until)
         await self._audit(AuditEvent(actor=session.user, role=session.role, action="read",
@@ -419,10 +404,15 @@ class WebAuth:
             return None
         return str(row["reason"])
 
-    async def unlock(self, name: str) -> None:
-        """An administrator's unlock of a locked account."""
-        await asyncio.to_thread(self._clear_failures, name)
-        self._by_name.succeeded(name[:64])
+    def client(self, request: web.Request) -> str:
+        """The client's address: the peer, or, when the peer is a trusted proxy, the
+        nearest address in X-Forwarded-For that is not one (behind a proxy every client
+        would otherwise share the proxy's address, its throttle and its log lines)."""
+        return client_address(request, self._trusted)
+
+    def close(self) -> None:
+        """Stop the sign-in thread pool (the application's cleanup)."""
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _audit(self, event: AuditEvent) -> None:
         if self._log is None:
@@ -432,6 +422,84 @@ class WebAuth:
         except StorageError as exc:
             logger.error("QA app: %s could not be logged (%s)", event.action,
                          type(exc).__name__)
+
+
+def _locked(wait: float) -> SignInRefused:
+    minutes = max(1, math.ceil(wait / 60))
+    return SignInRefused(429, "too many failed sign-ins: this account is locked; try again "
+                              f"in {minutes} minute(s)", max(1, math.ceil(wait)))
+
+
+class NameLockout:
+    """The database's lockout rule (`Users.authenticate`), in memory, for names that
+    belong to no account: `lock_after` failures within `lock_seconds` lock the name for
+    `lock_seconds`; an attempt is counted before its password is checked."""
+
+    def __init__(self, lock_after: int, lock_seconds: float, *,
+                 clock: Callable[[], float] = time.monotonic, max_names: int = 100_000) -> None:
+        self._after = lock_after
+        self._seconds = lock_seconds
+        self._clock = clock
+        self._max = max_names
+        self._names: dict[str, list[float]] = {}   # name -> [count, first, locked_until]
+
+    def attempt(self, name: str) -> float:
+        """Count an attempt; the seconds the name must wait (0: go ahead)."""
+        now = self._clock()
+        entry = self._names.get(name)
+        if entry is not None and entry[2] > now:
+            return entry[2] - now
+        if entry is None or entry[2] or entry[1] < now - self._seconds:
+            if entry is None and len(self._names) >= self._max:
+                self._prune(now)
+            entry = self._names[name] = [0.0, now, 0.0]
+        entry[0] += 1
+        if entry[0] > self._after:
+            return entry[1] + self._seconds - now
+        return 0.0
+
+    def failed(self, name: str) -> bool:
+        """The attempt failed; True if that locked the name."""
+        entry = self._names.get(name)
+        if entry is None or entry[0] < self._after:
+            return False
+        self._names[name] = [0.0, 0.0, self._clock() + self._seconds]
+        return True
+
+    def forget(self, name: str) -> None:
+        self._names.pop(name, None)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, (_, first, until) in self._names.items()
+                    if until <= now and first < now - self._seconds]:
+            del self._names[key]
+        while len(self._names) >= self._max:
+            del self._names[next(iter(self._names))]
+
+
+def client_address(request: web.Request,
+                   trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """The peer address, or behind trusted proxies the first untrusted hop of
+    X-Forwarded-For read from the right (the left part is whatever the client sent)."""
+    peer = request.remote or "unknown"
+
+    def is_trusted(text: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(addr in net for net in trusted)
+
+    if not trusted or not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer          # garbage: it may not name an address
+    return peer
 
 
 def bearer_token(request: web.Request) -> str | None:

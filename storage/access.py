@@ -23,7 +23,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 import psycopg
@@ -164,6 +164,37 @@ def _check_role(role: str) -> UserRole:
 
 _SIGN_IN_FAILED = "sign-in failed"
 
+# One statement, so parallel attempts serialise on the row: end a lock or a window that
+# has passed, count this attempt, and say how long the account stays locked (an attempt
+# past `lock_after` in the window waits for the window to end). No row: no such user.
+_COUNT_ATTEMPT = """
+UPDATE users SET
+  failed_sign_ins = CASE
+    WHEN locked_until IS NOT NULL AND locked_until > now() THEN failed_sign_ins
+    WHEN first_failure_at IS NULL OR first_failure_at < now() - %(window)s THEN 1
+    ELSE failed_sign_ins + 1 END,
+  first_failure_at = CASE
+    WHEN locked_until IS NOT NULL AND locked_until > now() THEN first_failure_at
+    WHEN first_failure_at IS NULL OR first_failure_at < now() - %(window)s THEN now()
+    ELSE first_failure_at END,
+  locked_until = CASE WHEN locked_until > now() THEN locked_until END
+WHERE name = %(name)s
+RETURNING role, password_hash, disabled, failed_sign_ins,
+  CASE
+    WHEN locked_until IS NOT NULL THEN extract(epoch FROM locked_until - now())
+    WHEN failed_sign_ins > %(lock_after)s
+      THEN extract(epoch FROM first_failure_at + %(window)s - now())
+  END AS wait
+"""
+
+
+class AccountLocked(AccessDenied):
+    """Too many failed sign-ins: the account is locked for `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many failed sign-ins: the account is locked for now")
+        self.retry_after = retry_after
+
 
 class Users:
     """Accounts in the `users` table of the database at `dsn`.
@@ -173,10 +204,16 @@ class Users:
     cheaper `hasher`; a hash made with other parameters is upgraded at the next sign-in.
     """
 
-    def __init__(self, dsn: str, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, dsn: str, hasher: PasswordHasher | None = None, *,
+                 lock_after: int = 5, lock_seconds: float = 900.0) -> None:
+        if lock_after < 1 or lock_seconds <= 0:
+            raise ValueError("lock_after must be at least 1 and lock_seconds positive")
         self._dsn = dsn
         self._hasher = hasher or PasswordHasher()
         self._dummy: str | None = None
+        self.lock_after = lock_after
+        self.lock_seconds = lock_seconds
+        self._window = timedelta(seconds=lock_seconds)
 
     def __repr__(self) -> str:
         return "Users(<dsn hidden>)"
@@ -207,10 +244,19 @@ class Users:
                 raise NotFound(f"no user {name!r}")
 
     def set_password(self, name: str, password: str) -> None:
-        """Replace the password; NotFound if there is no such user."""
+        """Replace the password and end every session and token signed in with the old
+        one (QA app, API, agent desk); NotFound if there is no such user."""
         check_password(name, password)
-        self._update(name, "UPDATE users SET password_hash = %s WHERE name = %s",
-                     self._hasher.hash(password))
+        hashed = self._hasher.hash(password)
+        with connect(self._dsn) as conn, translate_errors():
+            cur = conn.execute("UPDATE users SET password_hash = %s WHERE name = %s",
+                               (hashed, name))
+            if cur.rowcount != 1:
+                raise NotFound(f"no user {name!r}")
+            conn.execute("UPDATE web_sessions SET revoked_at = now() WHERE user_name = %s"
+                         " AND revoked_at IS NULL", (name,))
+            conn.execute("UPDATE agent_sessions SET revoked_at = now() WHERE user_name = %s"
+                         " AND revoked_at IS NULL", (name,))
 
     def set_role(self, name: str, role: UserRole) -> None:
         """Change the role; the pipeline's `system` role cannot be given to a user."""
@@ -242,21 +288,43 @@ class Users:
         return Principal(name, _check_role(row["role"]))
 
     def authenticate(self, name: str, password: str) -> Principal:
-        """The principal if the password is right and the user enabled; otherwise
-        AccessDenied('sign-in failed'), the same message and the same work every time."""
+        """The principal if the password is right, the user enabled and not locked out;
+        otherwise AccessDenied('sign-in failed'), the same message and the same work
+        every time, or AccountLocked while the account is locked.
+
+        Lockout: `lock_after` failed sign-ins within `lock_seconds` lock the account for
+        `lock_seconds`, for every way of signing in (QA app, API, agent desk, CLI) and
+        every instance. An attempt is counted before the password is checked (and the
+        count undone if it was right), so a burst of parallel guesses cannot get more
+        than `lock_after` checks past the lock."""
         if len(password) > PASSWORD_MAX:
             raise AccessDenied(_SIGN_IN_FAILED)
         dummy = self._dummy_hash()  # first, so the first call's extra cost says nothing
         with connect(self._dsn) as conn, translate_errors():
-            row = conn.execute("SELECT role, password_hash, disabled FROM users WHERE name = %s",
-                               (name,)).fetchone()
+            row = conn.execute(_COUNT_ATTEMPT, {"name": name, "window": self._window,
+                                                "lock_after": self.lock_after}).fetchone()
+        if row is not None and row["wait"] is not None and row["wait"] > 0:
+            raise AccountLocked(float(row["wait"]))
         stored = dummy if row is None else row["password_hash"]
         try:
             self._hasher.verify(stored, password)
+            ok = row is not None and not row["disabled"]
         except (VerifyMismatchError, VerificationError, InvalidHashError):
-            raise AccessDenied(_SIGN_IN_FAILED) from None
-        if row is None or row["disabled"]:
+            ok = False
+        if row is None:
             raise AccessDenied(_SIGN_IN_FAILED)
+        if not ok:
+            if row["failed_sign_ins"] >= self.lock_after:
+                with connect(self._dsn) as conn, translate_errors():
+                    conn.execute("UPDATE users SET locked_until = now() + %s,"
+                                 " failed_sign_ins = 0, first_failure_at = NULL"
+                                 " WHERE name = %s", (self._window, name))
+            raise AccessDenied(_SIGN_IN_FAILED)
+        with connect(self._dsn) as conn, translate_errors():
+            # the attempt was right: it is not a failure (nor are the others counted
+            # in its window: a user who signs in has not been guessed at)
+            conn.execute("UPDATE users SET failed_sign_ins = 0, first_failure_at = NULL,"
+                         " locked_until = NULL WHERE name = %s", (name,))
         if self._hasher.check_needs_rehash(stored):
             # Only if nobody changed the password meanwhile; a lost race just waits for
             # the next sign-in.
@@ -265,6 +333,13 @@ class Users:
                              " WHERE name = %s AND password_hash = %s",
                              (self._hasher.hash(password), name, stored))
         return Principal(name, _check_role(row["role"]))
+
+    def locked_for(self, name: str) -> float:
+        """Seconds until the account's lockout ends (0: not locked, or no such user)."""
+        with connect(self._dsn) as conn, translate_errors():
+            row = conn.execute("SELECT extract(epoch FROM locked_until - now()) AS wait"
+                               " FROM users WHERE name = %s", (name,)).fetchone()
+        return max(0.0, float(row["wait"])) if row and row["wait"] is not None else 0.0
 
     def list(self) -> builtins.list[UserInfo]:
         """Every account, by name."""

@@ -84,7 +84,8 @@ class QaServer:
     dsn: str
 
     def store(self, *, agent: str = "agent1", seconds: float = 4.0, channels: int = 1,
-              verified: bool | None = True, raw: bytes | None = None) -> uuid.UUID:
+              verified: bool | None = True, raw: bytes | None = None,
+              call_id: str | None = None, source_name: str = "call.wav") -> uuid.UUID:
         """A stored recording with raw, redacted and transcript objects; the redacted
         audio is silent over one ACCOUNT_NUMBER span at 1.0-2.0 s."""
         rid = uuid.uuid4()
@@ -96,9 +97,9 @@ class QaServer:
             conn.execute(
                 "INSERT INTO recordings (id, call_id, agent, source_name, status,"
                 " duration_seconds, channels, sample_rate, verdict, redaction)"
-                " VALUES (%s, %s, %s, 'call.wav', 'processing', %s, %s, 8000, %s::jsonb,"
+                " VALUES (%s, %s, %s, %s, 'processing', %s, %s, 8000, %s::jsonb,"
                 " %s::jsonb)",
-                (rid, f"call-{rid}", agent, seconds, channels, verdict,
+                (rid, call_id or f"call-{rid}", agent, source_name, seconds, channels, verdict,
                  json.dumps({"spans": [{"channel": c, "start": a, "end": b, "label": lab}
                                        for c, a, b, lab in spans]})))
             conn.commit()

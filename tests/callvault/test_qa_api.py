@@ -445,3 +445,23 @@ def test_player_events_are_logged_and_checked(qa_server: QaServer) -> None:
     assert ("quinn", "play", "redacted", "ok", "play at 0.0 s") in rows
     assert ("carol", "play", "raw", "ok", "play at 0.0 s") in rows
     assert not [r for r in rows if r[0] == "quinn" and r[2] == "raw"]
+
+
+def test_the_policy_answers_before_anything_about_the_object(qa_server: QaServer) -> None:
+    """A QA reviewer asking for the original gets 403 (logged) whatever the Range says:
+    never a 416 that would give away the original's size; a HEAD is logged as a HEAD,
+    not as a play, and fetches nothing."""
+    rid = qa_server.store()
+    quinn = token_for(qa_server, "quinn")
+    for rng in ("bytes=99999999-", "bytes=0-", "bytes=-1"):
+        reply = call(qa_server, "GET", f"/api/recordings/{rid}/audio/raw", token=quinn,
+                     headers={"Range": rng})
+        assert reply.status == 403 and "Content-Range" not in reply.headers, rng
+    denied = [r for r in qa_server.entries(recording_id=rid)
+              if r.actor == "quinn" and r.variant == "raw"]
+    assert len(denied) == 3 and all(r.outcome == "denied" for r in denied)
+    head = call(qa_server, "HEAD", f"/api/recordings/{rid}/audio/redacted", token=quinn)
+    assert head.status == 200 and int(head.headers["Content-Length"]) > 1000
+    rows = [r for r in qa_server.entries(recording_id=rid)
+            if r.actor == "quinn" and r.variant == "redacted"]
+    assert [r.origin.rsplit(": ", 1)[1] for r in rows] == ["size and type only (HEAD)"]

@@ -1,10 +1,11 @@
 """Schema-driven fuzzing of the QA API (schemathesis) against the live server: every
 operation in `/api/openapi.json`, with valid and invalid inputs, as a compliance officer
-(so the raw-audio paths are reached too).
+(so the raw-audio paths are reached too) and as a QA reviewer (so are the refusals).
 
 It holds the API to its own description (no 5xx; status codes, content types, headers and
 bodies as documented) and to the vault's promise: the stored recording's raw audio
-carries `SEEDED_ACCOUNT`, and no response may contain it, except raw audio sent to a
+carries `SEEDED_ACCOUNT`, and so do its call id and source file name (metadata the API
+never shows), and no response may contain it, except raw audio sent to a
 compliance officer who stated a valid reason (the one sanctioned way to hear an
 original; the reason is then on the access log). Bounded and deterministic: a fixed
 number of examples per operation, derandomised, no shrinking, no example database."""
@@ -16,6 +17,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -66,7 +68,7 @@ def may_carry_the_seed(case: Any, response: Any) -> bool:
 
 
 def fuzz(server: QaServer, cases: Any, label: str, http: requests.Session,
-         checks: list[Any], seen: dict[str, set[int]]) -> None:
+         checks: list[Any], seen: dict[str, set[int]], who: Principal) -> None:
     """Send `EXAMPLES` generated cases of one operation and check each response."""
 
     @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
@@ -75,30 +77,36 @@ def fuzz(server: QaServer, cases: Any, label: str, http: requests.Session,
     def run(case: Any) -> None:
         headers = None
         if label == "DELETE /api/tokens":   # revoke a token of its own, not the shared one
-            token, _ = asyncio.run(server.service.auth.start(
-                Principal("carol", "compliance"), "api", "fuzz"))
+            token, _ = asyncio.run(server.service.auth.start(who, "api", "fuzz"))
             headers = {"Authorization": f"Bearer {token}"}
         response = case.call(base_url=server.base, session=http, headers=headers, timeout=30)
         case.validate_response(response, checks=checks, headers=headers)
         seen.setdefault(label, set()).add(response.status_code)
         if SEED in response.content:
-            assert may_carry_the_seed(case, response), (
+            assert who.role == "compliance" and may_carry_the_seed(case, response), (
                 f"{label} revealed the seeded account ({response.status_code})")
 
     run()
 
 
-def test_the_api_matches_its_schema_and_never_leaks(qa_server: QaServer) -> None:
-    rid = qa_server.store(raw=raw_with_seed(), seconds=2.0)
+@pytest.mark.parametrize("who", [Principal("carol", "compliance"), Principal("quinn", "qa")],
+                         ids=["compliance", "qa"])
+def test_the_api_matches_its_schema_and_never_leaks(qa_server: QaServer,
+                                                    who: Principal) -> None:
+    rid = qa_server.store(raw=raw_with_seed(), seconds=2.0,
+                          call_id=f"acct-{SEEDED_ACCOUNT}", source_name=f"{SEEDED_ACCOUNT}.wav")
     base = qa_server.base
     http = requests.Session()
-    tok = http.post(f"{base}/api/tokens", json={"user": "carol", "password": PASSWORD})
+    tok = http.post(f"{base}/api/tokens", json={"user": who.name, "password": PASSWORD})
     assert tok.status_code == 201, tok.text
     auth = {"Authorization": f"Bearer {tok.json()['token']}"}
     # the check below can fail: the original does carry the seed, the redacted copy not
     raw = http.get(f"{base}/api/recordings/{rid}/audio/raw",
                    headers={**auth, "X-Access-Reason": GOOD_REASON})
-    assert raw.status_code == 200 and SEED in raw.content
+    if who.role == "compliance":
+        assert raw.status_code == 200 and SEED in raw.content
+    else:
+        assert raw.status_code == 403 and SEED not in raw.content
     assert SEED not in http.get(f"{base}/api/recordings/{rid}/audio/redacted",
                                 headers=auth).content
 
@@ -122,7 +130,7 @@ def test_the_api_matches_its_schema_and_never_leaks(qa_server: QaServer) -> None
                                                      path_parameters={"id": str(rid)}))
 
             try:
-                fuzz(qa_server, st.one_of(options), label, http, checks, seen)
+                fuzz(qa_server, st.one_of(options), label, http, checks, seen, who)
             except Unsatisfiable:
                 # nothing to get wrong (no parameters): only the valid cases are run
                 assert mode is GenerationMode.NEGATIVE, label
@@ -132,6 +140,7 @@ def test_the_api_matches_its_schema_and_never_leaks(qa_server: QaServer) -> None
     assert 400 in seen["GET /api/recordings"]
     assert 200 in seen["GET /api/recordings/{id}/transcript"]
     assert seen["GET /api/recordings/{id}/audio/{variant}"] & {200, 206}
+    assert 403 in seen["GET /api/recordings/{id}/audio/{variant}"]
     assert 204 in seen["DELETE /api/tokens"]
     assert set(skipped) <= {"GET /api/openapi.json", "GET /api/scorecard-questions",
                             "DELETE /api/tokens"}, skipped

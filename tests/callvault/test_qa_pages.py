@@ -166,7 +166,8 @@ def test_wrong_password_is_a_401_page_without_a_session(qa_server: QaServer) -> 
                                        "csrf": _match(CSRF_INPUT, html)}) as again:
                 text = await again.text()
                 assert again.status == 401 and "wrong user name or password" in text
-                assert 'value="quinn"' in text and "nope" not in text   # no password echoed
+                # nothing typed comes back: the user field may hold a mistyped password
+                assert 'value="quinn"' not in text and "nope" not in text
             status, _, redirect = await page(http, "/qa/recordings")
             assert status == 303 and redirect.headers["Location"].startswith("/qa/sign-in")
     run(go)
@@ -348,7 +349,8 @@ def test_titles_and_urls_carry_no_cpni(qa_server: QaServer) -> None:
             links = [u for u in re.findall(r'(?:href|src|action)="([^"]+)"', html)
                      if u != "data:,"]
             assert links and all(re.fullmatch(r"[/\w.?=&%-]*", u) for u in links), links
-            assert all(not re.search(r"\d{9,}", u) for u in links)
+            # (the recording's random id may hold a run of digits: it is not CPNI)
+            assert all(not re.search(r"\d{9,}", u.replace(str(rid), "")) for u in links)
             status, html, _ = await page(http, "/qa/recordings?agent=agent9")
             assert _match(TITLE, html) == "Recordings — callvault QA"
     run(go)
@@ -465,7 +467,7 @@ def test_scorecard_form_saves_and_refuses_bad_input(qa_server: QaServer) -> None
                                  allow_redirects=False) as resp:
                 text = await resp.text()
                 assert resp.status == 400 and "may not contain phone" in text
-                assert "4716 2231 9087" in text  # only back in the form they typed it into
+                assert "4716 2231 9087" not in text   # refused for the number: not typed back
             async with http.post(url, data={**answers, "csrf": token,
                                             "notes": "good greeting at 0:03"},
                                  allow_redirects=False) as resp:
@@ -529,7 +531,8 @@ def test_play_original_is_for_compliance_only(qa_server: QaServer) -> None:
                 assert resp.headers["Location"] == f"/qa/recordings/{rid}?original=1"
             status, html, _ = await page(carol, f"/qa/recordings/{rid}?original=1")
             assert status == 200
-            assert 'id="original" controls preload="metadata"' in html
+            # preload none: no byte moves (and no play is logged) until it is played
+            assert 'id="original" controls preload="none"' in html
             assert f'src="/api/recordings/{rid}/audio/raw"' in html
             assert 'class="banner-original"' in html and reason in html
     run(go)
@@ -555,7 +558,7 @@ def test_player_page_carries_what_the_script_needs(qa_server: QaServer) -> None:
                 if a.get("id") in ("qa-player", "player"):
                     attrs[str(a["id"])] = a
             assert attrs["player"]["src"] == f"/api/recordings/{rid}/audio/redacted"
-            assert attrs["player"]["preload"] == "metadata" and "controls" in attrs["player"]
+            assert attrs["player"]["preload"] == "none" and "controls" in attrs["player"]
             root = attrs["qa-player"]
             assert root["data-transcript-url"] == f"/api/recordings/{rid}/transcript"
             assert root["data-waveform-url"] == f"/api/recordings/{rid}/waveform"

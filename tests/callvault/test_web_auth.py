@@ -53,9 +53,19 @@ def dsn(pg_dsn: str) -> str:
     return pg_dsn
 
 
-def auth_for(dsn: str, clock: Clock, **kw: Any) -> tuple[WebAuth, AccessLog]:
+def auth_for(dsn: str, clock: Clock, *, lock_after: int = 5, lock_seconds: float = 900,
+             **kw: Any) -> tuple[WebAuth, AccessLog]:
     log = AccessLog(dsn, b"k" * 32)
-    return WebAuth(dsn, users=Users(dsn, FAST), log=log, clock=clock, **kw), log
+    users = Users(dsn, FAST, lock_after=lock_after, lock_seconds=lock_seconds)
+    return WebAuth(dsn, users=users, log=log, clock=clock, **kw), log
+
+
+def _end_lock(dsn: str, name: str) -> None:
+    """Move the account's lock into the past (the database keeps time by its own clock)."""
+    with connect(dsn) as conn:
+        conn.execute("UPDATE users SET locked_until = now() - interval '1 second'"
+                     " WHERE name = %s", (name,))
+        conn.commit()
 
 
 def test_qa_and_compliance_sign_in_other_roles_and_bad_passwords_do_not(dsn: str) -> None:
@@ -104,29 +114,124 @@ def test_repeated_failures_lock_the_account_everywhere_until_it_ends(dsn: str) -
     assert any(r.detail and "account locked" in r.detail for r in log.show(limit=100))
     # carol is not affected
     assert run(other.sign_in("carol", PASSWORD, "10.9.9.9", "test")).name == "carol"
-    clock.now += 601
+    _end_lock(dsn, "quinn")
     assert run(other.sign_in("quinn", PASSWORD, "10.9.9.9", "test")).name == "quinn"
+    # and the count started again: two more failures do not lock
+    for _ in range(2):
+        with pytest.raises(SignInRefused) as refused:
+            run(auth.sign_in("quinn", "wrong password!", "10.0.0.1", "test"))
+        assert refused.value.status == 401
 
 
 def test_an_unknown_name_is_locked_out_just_the_same(dsn: str) -> None:
-    auth, _ = auth_for(dsn, Clock(), lock_after=3)
-    statuses = []
-    for _ in range(4):
-        with pytest.raises(SignInRefused) as refused:
-            run(auth.sign_in("mallory", "wrong password!", "10.0.0.2", "test"))
-        statuses.append(refused.value.status)
-    assert statuses == [401, 401, 401, 429]
-
-
-def test_an_admin_unlocks_early(dsn: str) -> None:
+    """The same statuses, message and Retry-After for a name that exists and one that
+    does not: the lockout tells nobody which names are accounts."""
     clock = Clock()
-    auth, _ = auth_for(dsn, clock, lock_after=2)
+    auth, _ = auth_for(dsn, clock, lock_after=3, lock_seconds=600)
+    seen: dict[str, list[tuple[int, str, int | None]]] = {}
+    for i, name in enumerate(("mallory", "quinn")):
+        for _ in range(4):
+            with pytest.raises(SignInRefused) as refused:
+                run(auth.sign_in(name, "wrong password!", f"10.0.0.{i + 2}", "t"))
+            r = refused.value
+            seen.setdefault(name, []).append((r.status, r.message, r.retry_after))
+    assert [s for s, _, _ in seen["mallory"]] == [401, 401, 401, 429]
+    assert seen["mallory"] == seen["quinn"]
+    assert seen["quinn"][-1][2] == 600
+    clock.now += 601                   # the name's lock ends like the account's
+    _end_lock(dsn, "quinn")
+    for name in ("mallory", "quinn"):
+        with pytest.raises(SignInRefused) as refused:
+            run(auth.sign_in(name, "wrong password!", "10.0.0.9", "t"))
+        assert refused.value.status == 401
+
+
+def test_a_burst_of_parallel_guesses_gets_no_more_checks_than_the_limit(dsn: str) -> None:
+    auth, _ = auth_for(dsn, Clock(), lock_after=3)
+
+    async def burst() -> list[int]:
+        async def one() -> int:
+            try:
+                await auth.sign_in("quinn", "wrong password!", "10.0.0.3", "t")
+            except SignInRefused as exc:
+                return exc.status
+            return 200
+        return list(await asyncio.gather(*(one() for _ in range(12))))
+
+    statuses = run(burst())
+    assert statuses.count(401) <= 3 and statuses.count(429) >= 9, statuses
+    with pytest.raises(SignInRefused) as refused:   # and the account is locked now
+        run(auth.sign_in("quinn", PASSWORD, "10.0.0.4", "t"))
+    assert refused.value.status == 429
+
+
+def test_the_lock_holds_for_every_way_of_signing_in(dsn: str) -> None:
+    """The agent desk and the CLI go through Users.authenticate too: a locked account
+    is refused there as well (as a plain failure), and an unlock ends it everywhere."""
+    from storage.access import AccountLocked
+    auth, _ = auth_for(dsn, Clock(), lock_after=2)
+    for _ in range(2):
+        with pytest.raises(SignInRefused):
+            run(auth.sign_in("alex", "wrong password!", "10.0.0.1", "t"))
+    users = Users(dsn, FAST, lock_after=2)
+    with pytest.raises(AccountLocked) as locked:
+        users.authenticate("alex", PASSWORD)
+    assert locked.value.retry_after > 0
+    assert isinstance(locked.value, AccessDenied)     # callers that know no lock: 401
+    users.unlock("alex")
+    assert users.authenticate("alex", PASSWORD).name == "alex"
+
+
+def test_an_admin_unlocks_early_on_a_running_server(dsn: str) -> None:
+    auth, _ = auth_for(dsn, Clock(), lock_after=2)
     for _ in range(2):
         with pytest.raises(SignInRefused):
             run(auth.sign_in("quinn", "wrong password!", "10.0.0.1", "test"))
-    Users(dsn, FAST).unlock("quinn")
-    fresh, _ = auth_for(dsn, clock, lock_after=2)   # another instance: no memory of it
-    assert run(fresh.sign_in("quinn", PASSWORD, "10.0.0.1", "test")).name == "quinn"
+    with pytest.raises(SignInRefused) as refused:
+        run(auth.sign_in("quinn", PASSWORD, "10.0.0.1", "test"))
+    assert refused.value.status == 429
+    Users(dsn, FAST).unlock("quinn")               # `callvault users unlock`, elsewhere
+    assert run(auth.sign_in("quinn", PASSWORD, "10.0.0.1", "test")).name == "quinn"
+
+
+def test_a_new_password_ends_old_sessions_and_tokens(dsn: str) -> None:
+    auth, _ = auth_for(dsn, Clock())
+    browser, _ = _session(auth, "quinn", "qa")
+    api, _ = _session(auth, "quinn", "qa", "api")
+    Users(dsn, FAST).set_password("quinn", "another long password")
+    assert _lookup(auth, browser) is None and _lookup(auth, api, "api") is None
+
+
+class _Transport:
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.peer, 4242) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_the_client_address_behind_trusted_proxies() -> None:
+    import ipaddress
+
+    from callvault.web_auth import client_address
+    proxies = [ipaddress.ip_network("10.1.0.0/16")]
+
+    def addr(peer: str, xff: str | None, trusted: Any = proxies) -> str:
+        headers = {"X-Forwarded-For": xff} if xff is not None else {}
+        req = make_mocked_request("GET", "/", headers=headers, transport=_Transport(peer))
+        return client_address(req, trusted)
+
+    assert addr("10.1.2.3", "198.51.100.7") == "198.51.100.7"
+    # a client's own X-Forwarded-For is the left part: the proxy's append is what counts
+    assert addr("10.1.2.3", "203.0.113.9, 198.51.100.7") == "198.51.100.7"
+    assert addr("10.1.2.3", "198.51.100.7, 10.1.9.9") == "198.51.100.7"
+    assert addr("192.0.2.5", "198.51.100.7") == "192.0.2.5"     # not a proxy: ignored
+    assert addr("10.1.2.3", None) == "10.1.2.3"
+    assert addr("10.1.2.3", "not-an-address") == "10.1.2.3"
+    assert addr("10.1.2.3", "198.51.100.7", []) == "10.1.2.3"   # no proxies configured
 
 
 def _session(auth: WebAuth, name: str, role: str, kind: str = "browser"
