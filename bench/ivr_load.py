@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
+from benchstats import pct, progress
 
 from callvault.config import Settings, load_settings
 from ivr.driver import IvrDriver
@@ -90,9 +91,6 @@ CALLER_TIMEOUT = 40.0        # the caller's wait for the BYE after its #, second
 TARGET_LATENCY_MS = 20.0
 TARGET_RATIO = 1.2
 
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- ports and processes ----------------------------------------------------------------
@@ -397,15 +395,6 @@ async def run_plain_flow(box: AsteriskSandbox, ports: Ports, callers: Sequence[s
 
 
 # --- figures -------------------------------------------------------------------------------------
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile, linear between closest ranks; nan when empty."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
 
 @dataclass
 class Summary:

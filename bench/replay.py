@@ -70,6 +70,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 from argon2 import PasswordHasher
+from benchstats import pct, progress
 
 from callvault.config import load_settings
 from storage.access import Principal, Users
@@ -90,18 +91,6 @@ LEVELS = (1, 8, 32, 64, 128)
 QUICK_LEVELS = (1, 4, 16)
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile, linear between closest ranks; nan when empty."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def ms(values: Sequence[float]) -> dict[str, float]:

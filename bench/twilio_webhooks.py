@@ -85,6 +85,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 from argon2 import PasswordHasher
+from benchstats import pct, progress
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
@@ -105,18 +106,6 @@ IVR_STEPS = ("voice", "step:other", "agent", "dial action", "status")  # the tar
 CHEAP = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}    # the tests' hasher
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile, linear between closest ranks; nan when empty."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def met(ok: bool) -> str:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from callvault.app import log_event
 from callvault.throttle import FailureThrottle
 from storage.access import Principal, Users, authorize
 from storage.audit import AccessLog, AuditEvent
@@ -408,13 +409,7 @@ class AgentDesk:
                         logger.warning("agent desk: a token was sent in a URL; revoked")
 
     async def _audit(self, event: AuditEvent) -> None:
-        if self._log is None:
-            return
-        try:
-            await asyncio.to_thread(self._log.append, event)
-        except StorageError as exc:
-            logger.error("agent desk: %s could not be logged (%s)", event.action,
-                         type(exc).__name__)
+        await log_event(self._log, event, __name__)
 
 
 def _bearer_header(request: web.Request) -> str | None:

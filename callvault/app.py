@@ -8,9 +8,14 @@ an attacker.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
+from storage.audit import AccessLog, AuditEvent
+from storage.errors import StorageError
 
 HealthCheck = Callable[[], Awaitable[bool]]
 HEALTH: web.AppKey[dict[str, HealthCheck]] = web.AppKey("health", dict)
@@ -36,6 +41,19 @@ def build_app(checks: dict[str, HealthCheck]) -> web.Application:
     app[HEALTH] = dict(checks)
     app.router.add_get("/healthz", _healthz)
     return app
+
+
+async def log_event(log: AccessLog | None, event: AuditEvent, who: str) -> None:
+    """Append to the access log off the event loop. A handler that already answered
+    must not fail for the log: an outage is reported on `who`'s logger instead (by the
+    action's name only)."""
+    if log is None:
+        return
+    try:
+        await asyncio.to_thread(log.append, event)
+    except StorageError as exc:
+        logging.getLogger(who).error("%s could not be logged (%s)", event.action,
+                                     type(exc).__name__)
 
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -45,6 +45,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from callvault.app import log_event
 from callvault.throttle import FailureThrottle
 from storage.access import AccountLocked, Principal, Users, authorize, check_reason
 from storage.audit import AccessLog, AuditEvent
@@ -415,13 +416,7 @@ class WebAuth:
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _audit(self, event: AuditEvent) -> None:
-        if self._log is None:
-            return
-        try:
-            await asyncio.to_thread(self._log.append, event)
-        except StorageError as exc:
-            logger.error("QA app: %s could not be logged (%s)", event.action,
-                         type(exc).__name__)
+        await log_event(self._log, event, __name__)
 
 
 def _locked(wait: float) -> SignInRefused:

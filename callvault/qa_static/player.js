@@ -105,16 +105,30 @@
       .catch(function () { say('This play could not be logged.', true); });
   }
 
+  var pendingSeek = null;          // the audio element whose last seek is not reported yet
+
+  function flushSeek() {
+    if (seekTimer) { window.clearTimeout(seekTimer); seekTimer = null; }
+    if (pendingSeek) { var a = pendingSeek; pendingSeek = null; report('seek', a); }
+  }
+
   function reportEvents(audio) {
-    audio.addEventListener('play', function () { report('play', audio); });
-    audio.addEventListener('pause', function () { if (!audio.ended) { report('pause', audio); } });
-    audio.addEventListener('ended', function () { report('ended', audio); });
+    // a seek is reported before whatever follows it, and before the page goes away
+    audio.addEventListener('play', function () { flushSeek(); report('play', audio); });
+    audio.addEventListener('pause', function () {
+      flushSeek();
+      if (!audio.ended) { report('pause', audio); }
+    });
+    audio.addEventListener('ended', function () { flushSeek(); report('ended', audio); });
     audio.addEventListener('seeking', function () {
       // a drag along the bar is many seeks: log where it came to rest
       if (seekTimer) { window.clearTimeout(seekTimer); }
-      seekTimer = window.setTimeout(function () { seekTimer = null; report('seek', audio); }, 400);
+      pendingSeek = audio;
+      seekTimer = window.setTimeout(flushSeek, 400);
     });
   }
+  window.addEventListener('pagehide', flushSeek);
+  document.addEventListener('visibilitychange', flushSeek);
 
   function use(audio, other) {
     reportEvents(audio);
