@@ -10,7 +10,8 @@ held to its target. Speech is NOT there yet: Whisper tiny.en and base mis-hear e
 digits at 8 kHz so often that about a fifth of the items never come out as numbers (see
 the README's "Measured" section). Until the recogniser is better, the speech assertions
 are regression floors just under what main measures, and the measured figures are written
-to artifacts/recall.json for every run.
+to artifacts/recall.json for every run. The decoder's random seed is fixed per clip, so a
+run repeats the last one's figures on the same machine.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ctranslate2
 import pytest
 
 from callvault import wiring
@@ -42,6 +44,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clip], Score
     failures: list[str] = []
     for clip in clips:
         out = root / "out" / clip.path.name
+        # Whisper's temperature fallback samples, and CTranslate2's random state runs on
+        # from clip to clip: without a fixed seed the same code scores +-3 items between
+        # runs, which hides any change smaller than that. Fixed here, for the test only.
+        ctranslate2.set_random_seed(1)
         try:
             wiring.redact_file(clip.path, out, transcriber, cfg)
         except RedactionError as exc:
