@@ -1,12 +1,16 @@
-"""What the benchmarks share: progress lines on stderr and percentiles. Imported by the
-scripts beside it (`python bench/NAME.py` puts this folder on the path)."""
+"""What the benchmarks share: progress lines on stderr, percentiles, a free loopback
+port and the embedded PostgreSQL's server process. Imported by the scripts beside it
+(`python bench/NAME.py` puts this folder on the path)."""
 
 from __future__ import annotations
 
 import math
+import socket
 import sys
 import time
 from collections.abc import Sequence
+
+from storage.db import EmbeddedPostgres
 
 
 def progress(message: str) -> None:
@@ -21,3 +25,18 @@ def pct(values: Sequence[float], q: float) -> float:
     k = (len(xs) - 1) * q / 100
     lo, hi = math.floor(k), math.ceil(k)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def postmaster(pg: EmbeddedPostgres) -> int | None:
+    """The pid of the embedded PostgreSQL's server, for CPU figures; None if unknown."""
+    try:
+        return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

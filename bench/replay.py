@@ -54,7 +54,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,7 +69,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 from argon2 import PasswordHasher
-from benchstats import pct, progress
+from benchstats import free_port, pct, postmaster, progress
 
 from callvault.config import load_settings
 from storage.access import Principal, Users
@@ -484,20 +483,6 @@ async def bench_level(t: Target, k: int, pids: Pids, args: argparse.Namespace,
 
 
 # --- set-up and the report -----------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _postmaster(pg: EmbeddedPostgres) -> int | None:
-    try:
-        return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _row(label: str, xs: Sequence[float], base: Sequence[float] | None = None) -> str:
     out = (f"  {label:40}{len(xs):>5}{pct(xs, 50) * 1000:>10.3f}{pct(xs, 95) * 1000:>10.3f}"
            f"{max(xs) * 1000:>10.3f}")
@@ -653,7 +638,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         began = time.perf_counter()
         rid = store_recording(vault, plain, seconds)
         progress(f"stored {size / 1e6:.1f} MB in {time.perf_counter() - began:.1f} s")
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         access, secret = sw.credentials
         config = {"dsn": dsn, "port": port, "state": str(work / "state"),
@@ -672,7 +657,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         token = asyncio.run(sign_in(base, mode))
         audio = f"{base}/api/recordings/{rid}/audio/redacted"
         t = Target(base, audio, token, size, plain, mode)
-        pids = Pids(server.pid, _postmaster(pg), sw.pid)
+        pids = Pids(server.pid, postmaster(pg), sw.pid)
         return asyncio.run(client(args, t, pids, vault, rid, seconds))
     finally:
         if server is not None:

@@ -69,7 +69,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -85,7 +84,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 from argon2 import PasswordHasher
-from benchstats import pct, progress
+from benchstats import free_port, pct, postmaster, progress
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
@@ -518,20 +517,6 @@ def _why(plan: Plan, seen: Seen, row: dict[str, Any] | None, logged: dict[str, s
 
 
 # --- set-up and the report ----------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _postmaster(pg: EmbeddedPostgres) -> int | None:
-    try:
-        return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def provision(customers: Customers, n: int, wrong_fraction: float, tag: str
               ) -> list[Plan]:
     """n customers with distinct caller ids and PINs; their calls' plans."""
@@ -649,7 +634,7 @@ async def bench(args: argparse.Namespace, work: Path) -> bool:
                  f"m={hasher.memory_cost} KiB p={hasher.parallelism})")
         plans = provision(customers, args.calls, args.wrong_fraction, "call")
         warm = provision(customers, 1, 0.0, "warm")
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         config = {"dsn": dsn, "base": base, "port": port, "keyring": str(keyring),
                   "cheap": args.cheap_pin_hash}
@@ -660,7 +645,7 @@ async def bench(args: argparse.Namespace, work: Path) -> bool:
         if server.stdout.readline().strip() != "ready":
             raise SystemExit("the webhook server did not start")
         progress("warm-up: one call, not counted")
-        pids = (server.pid, _postmaster(pg))
+        pids = (server.pid, postmaster(pg))
         warmed = await run_phase(base, warm, argparse.Namespace(think_ms=0, concurrency=1),
                                  pids)
         if warmed.failures:
