@@ -5,7 +5,9 @@ port and the embedded PostgreSQL's server process. Imported by the scripts besid
 from __future__ import annotations
 
 import math
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -40,3 +42,13 @@ def postmaster(pg: EmbeddedPostgres) -> int | None:
         return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def stop_server(server: subprocess.Popen[str]) -> None:
+    """SIGTERM a bench's server process, and SIGKILL it if it has not ended in 15 s."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

@@ -69,7 +69,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 from argon2 import PasswordHasher
-from benchstats import free_port, pct, postmaster, progress
+from benchstats import free_port, pct, postmaster, progress, stop_server
 
 from callvault.config import load_settings
 from storage.access import Principal, Users
@@ -202,7 +202,7 @@ async def _serve(config: dict[str, Any]) -> None:
     runner = await http.start(app, "127.0.0.1", config["port"])
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("ready api", flush=True)
+    print("ready", flush=True)
     await stop.wait()
     await runner.cleanup()
 
@@ -266,7 +266,6 @@ class Target:
     token: str
     size: int
     plain: Path
-    mode: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -566,7 +565,7 @@ def report(args: argparse.Namespace, t: Target, seconds: int, ttfb: Latency, see
                 "ratio_first_64k_p50": pct(x.http_piece, 50) / pct(x.file, 50),
                 "ratio_first_64k_p95": pct(x.http_piece, 95) / pct(x.file, 95)}
 
-    return {"recording_seconds": seconds, "bytes": t.size, "route": t.mode,
+    return {"recording_seconds": seconds, "bytes": t.size, "route": "api",
             "keep_alive": False, "cores": os.cpu_count(),
             "ttfb": lat(ttfb), "seek": lat(seek),
             "breakdown": {name: ms(xs) for name, xs in parts.items()},
@@ -578,10 +577,9 @@ def report(args: argparse.Namespace, t: Target, seconds: int, ttfb: Latency, see
             "summary": summary}
 
 
-async def sign_in(base: str, mode: str) -> str:
-    path = "/api/tokens"
+async def sign_in(base: str) -> str:
     async with _session() as session, session.post(
-            base + path, json={"user": USER, "password": PASSWORD}) as resp:
+            base + "/api/tokens", json={"user": USER, "password": PASSWORD}) as resp:
         body = await resp.json()
         if resp.status != 201:
             raise SystemExit(f"sign-in answered {resp.status}: {body.get('error')}")
@@ -653,20 +651,14 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ready = server.stdout.readline().split()
         if not ready or ready[0] != "ready":
             raise SystemExit("the QA app did not start")
-        mode = ready[1]
-        token = asyncio.run(sign_in(base, mode))
+        token = asyncio.run(sign_in(base))
         audio = f"{base}/api/recordings/{rid}/audio/redacted"
-        t = Target(base, audio, token, size, plain, mode)
+        t = Target(base, audio, token, size, plain)
         pids = Pids(server.pid, postmaster(pg), sw.pid)
         return asyncio.run(client(args, t, pids, vault, rid, seconds))
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
         plain.unlink(missing_ok=True)
         progress(f"plaintext baseline file deleted: {not plain.exists()}")
         sw.stop()

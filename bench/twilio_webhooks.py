@@ -84,7 +84,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 from argon2 import PasswordHasher
-from benchstats import free_port, pct, postmaster, progress
+from benchstats import free_port, pct, postmaster, progress, stop_server
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
@@ -663,12 +663,7 @@ async def bench(args: argparse.Namespace, work: Path) -> bool:
         return report(args, hasher, verify_ms, ivr, baseline, problems, plans)
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
         pg.stop()
 
 
