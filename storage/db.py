@@ -102,7 +102,7 @@ def close_pools() -> None:
 def _borrowed(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
     """A pooled connection with the transaction semantics of `with psycopg.connect()`:
     commit on success, roll back on an exception; then it goes back to the pool (a broken
-    one is discarded by the pool)."""
+    one is discarded by the pool, and its error becomes `StorageUnavailable`)."""
     try:
         conn = pool.getconn()
     except (PoolTimeout, psycopg.OperationalError):
@@ -112,10 +112,16 @@ def _borrowed(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
         yield conn
         if not conn.closed and not conn.broken:
             conn.commit()
-    except BaseException:
+    except BaseException as exc:
         if not conn.closed and not conn.broken:
             with suppress(psycopg.Error):
                 conn.rollback()
+        if conn.broken and isinstance(exc, (psycopg.OperationalError,
+                                            psycopg.InterfaceError)):
+            # a pooled connection the server ended (restart, pg_terminate_backend, idle
+            # timeout): the pool discards it; the caller sees what a fresh connect would
+            raise StorageUnavailable("PostgreSQL connection lost; the operation was not "
+                                     "done") from None
         raise
     finally:
         pool.putconn(conn)
