@@ -87,19 +87,31 @@ _HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "
                    "day", "days", "week", "weeks", "month", "months", "year", "years",
                    "priority", "person", "people", "way", "ways", "or", "percent", "item",
                    "items", "option", "options"}
-_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay", "wait.", "back"}
+_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay"}
 _NOT_A_DURATION = {"in", "within", "every", "next", "another", "few"}
+# An ordinal that qualifies one of these is a rank, not a day of the month: "the third
+# time", "on the second floor", "my first call".
+_RANKED = {"time", "times", "floor", "call", "calls", "attempt", "try", "place", "page",
+           "line", "notice", "letter", "round", "level", "person", "one", "ones", "thing",
+           "question", "step", "option", "choice", "item", "visit", "month", "week", "year",
+           "day", "half", "quarter", "grade", "generation", "digit", "digits", "number",
+           "reminder", "agent", "transfer", "issue", "problem"}
 # Cues that announce a secret: if no number follows them, the speech after them is redacted
 # anyway (the recogniser turned the digits into words).
 _STRONG_CUE = re.compile(
     r"(?<![\w'])(?:(?:account|acct) (?:number|no|num|is|ending)|pin|passcode|pass code|"
     r"password|social|ssn|security number|card number|credit card|debit card|cvv|cvc|"
-    r"security code|expir\w*|phone number|number i called|reach me at|call me at|"
-    r"callback number|my number is|the number is|live at|address is|ship (?:it )?to)"
+    r"security code|zip code|postal code|area code|code|expir\w*|phone number|"
+    r"number i called|reach me at|call me at|callback number|my number is|the number is|"
+    r"live at|address is|ship (?:it )?to|read (?:that|it|them|this) back|let me repeat|"
+    r"repeat (?:that|it) back|how much)"
     r"(?![\w'])")
 _CUE_LABEL = (("account", "ACCOUNT_NUMBER"), ("acct", "ACCOUNT_NUMBER"), ("pin", "PIN"),
               ("pass", "PIN"), ("social", "SSN"), ("ssn", "SSN"), ("security number", "SSN"),
               ("cvv", "CARD_CVV"), ("cvc", "CARD_CVV"), ("security code", "CARD_CVV"),
+              ("zip", "ADDRESS"), ("postal", "ADDRESS"), ("area", "PHONE_NUMBER"),
+              ("code", "PIN"), ("read", "DIGITS"), ("repeat", "DIGITS"),
+              ("how much", "BILL_AMOUNT"),
               ("expir", "CARD_EXPIRY"), ("card", "CARD_NUMBER"), ("live", "ADDRESS"),
               ("address", "ADDRESS"), ("ship", "ADDRESS"))
 _MIN_DIGITS = {"PIN": 4, "SSN": 4, "CARD_NUMBER": 12, "CARD_CVV": 3, "ACCOUNT_NUMBER": 5,
@@ -146,11 +158,15 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
             end = _extend_for_missing(ws, run.last, end + missing * _SECONDS_PER_DIGIT)
         if label == "ADDRESS":
             end = max(end, _street_end(ws, toks, run.last))
+        if label == "CALL_DATETIME":
+            end = max(end, _time_tail_end(ws, toks, run.last))
         start, end = _grow(ws, toks, lanes, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
         covered_cues.update(_cues_before(ws, toks, run.first, policy))
     spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
+    spans.extend(_worded_durations(ws, toks, lanes))
+    spans.extend(_repeats(ws, toks, lanes, spans))
     return sorted(spans, key=lambda s: (s.channel, s.start))
 
 
@@ -239,6 +255,8 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
     if run.clock or (after and after[0] in _TIME_AFTER and after[0] != "in"
                      and run.length <= 4):
         return "CALL_DATETIME"
+    if after[:3] in (["and", "a", "half"], ["and", "a", "quarter"]):
+        after = after[3:]    # "one and a half hours"
     if after and after[0] in _DURATION_UNITS:
         # Durations said on a call are call detail unless they are about waiting.
         if (any(b in _WAIT_WORDS for b in before[-4:]) or any(a in _WAIT_WORDS for a in after[:3])
@@ -251,6 +269,9 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
     if _digits_247(run, toks):
         return None
     if run.length <= 2:
+        if (after and after[0] in _RANKED and _is_ordinal(toks[run.last])
+                and not _phrase_ends(ws, run.last)):
+            return None
         if dated:
             return "CARD_EXPIRY" if near_cue == "CARD_EXPIRY" else "CALL_DATETIME"
         if (before and before[-1] in _HARMLESS_BEFORE) or (after and after[0] in _HARMLESS_AFTER):
@@ -268,11 +289,44 @@ def _looks_like_date(run: NumberRun, toks: Sequence[str], before: Sequence[str],
     """A month or weekday beside the number, "the 16th", or "at" a clock-like number."""
     if any(_DATE_WORD.fullmatch(t) for t in [*before[-2:], *after[:2]]):
         return True
-    last = toks[run.last]
-    ordinal = bool(re.search(r"\d(?:st|nd|rd|th)$", last)) or last in _ORDINAL_WORDS
-    if ordinal and before and before[-1] == "the":
+    if after[:3] in _PART_OF_DAY:       # "the 14th in the afternoon", "at six at night"
+        return True
+    if _is_ordinal(toks[run.last]) and before and before[-1] == "the":
         return True
     return bool(before) and before[-1] == "at" and 1 <= run.length <= 4 and not run.money
+
+
+_PART_OF_DAY = [["in", "the", p] for p in ("morning", "afternoon", "evening", "night")] + [
+    ["at", "night"], ["this", "morning"], ["last", "night"]]
+
+
+def _time_tail_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
+    """End of "in the afternoon" / "p m" / "last Monday" said right after a date or time."""
+    ch = ws[last].channel
+    idx = [i for i in range(last + 1, min(len(ws), last + 8)) if ws[i].channel == ch][:4]
+    nxt = [toks[i] for i in idx]
+    end = ws[last].end
+    for n in (3, 2):
+        if nxt[:n] in _PART_OF_DAY:
+            return ws[idx[n - 1]].end
+    for k, t in enumerate(nxt[:2]):
+        if t in ("am", "pm", "a", "p", "m", "a.m", "p.m") or _DATE_WORD.fullmatch(t):
+            end = ws[idx[k]].end
+        else:
+            break
+    return end
+
+
+def _is_ordinal(tok: str) -> bool:
+    return bool(re.search(r"\d(?:st|nd|rd|th)$", tok)) or tok in _ORDINAL_WORDS
+
+
+def _phrase_ends(ws: Sequence[Word], i: int) -> bool:
+    """Word `i` ends a phrase: punctuation, or a pause before its speaker's next word."""
+    if ws[i].text.rstrip()[-1:] in (".", ",", "?", "!", ";", ":"):
+        return True
+    nxt = next((w for w in ws[i + 1:] if w.channel == ws[i].channel), None)
+    return nxt is None or nxt.start - ws[i].end > 0.3
 
 
 def _digits_247(run: NumberRun, toks: Sequence[str]) -> bool:
@@ -330,57 +384,206 @@ def _street_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
 def _cues_before(ws: Sequence[Word], toks: Sequence[str], first: int,
                  policy: DetectPolicy) -> list[int]:
     return [i for i in _before(ws, toks, first, policy)
-            if _STRONG_CUE.search(" ".join(toks[max(0, i - 1):i + 1]))]
+            if _cue_ending_at(toks, i) is not None]
+
+
+def _cue_ending_at(toks: Sequence[str], i: int) -> re.Match[str] | None:
+    """The strong cue whose last word is token `i` ("read that back" ends at "back")."""
+    text = " ".join(toks[max(0, i - 3):i + 1])
+    tail = len(text) - len(toks[i])
+    found = [m for m in _STRONG_CUE.finditer(text) if m.end() > tail]
+    return found[-1] if found else None
 
 
 def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
                     muted: Sequence[Span], policy: DetectPolicy) -> list[Span]:
     """Redact the answer that follows a secret's cue.
 
-    The answer is the speech after the cue up to the next pause (`cue_gap`) and at most
-    `cue_window_seconds`; after a question, or when the other party speaks first, it is
-    the other channel's next phrase. It applies only when no number was heard after the
-    cue (the recogniser turned the digits into words).
+    It applies only when no number was heard after the cue (the recogniser turned the
+    digits into words). In a statement ("my PIN is ...") the answer is the rest of the
+    cue's sentence, up to a pause (`cue_gap`) and at most `cue_window_seconds`. In a
+    question, a request or a bare name of the value ("the code on the back of the card,
+    please"), or when the sentence ends at the cue, the answer is the next phrase said
+    after the sentence: the other party's if they speak first, and longer for long values
+    (a card number).
     """
     out: list[Span] = []
     for i in range(len(ws)):
-        pair = " ".join(toks[max(0, i - 1):i + 1])
-        m = _STRONG_CUE.search(pair)
-        if m is None or m.end() < len(pair) - len(toks[i]):
-            continue
-        if i in covered:
+        m = _cue_ending_at(toks, i)
+        if m is None or i in covered:
             continue
         t_cue = ws[i].end
         if any(s.start <= t_cue + policy.cue_window_seconds and s.end >= t_cue for s in muted):
             continue  # the answer was already muted
-        label = next((lab for key, lab in _CUE_LABEL if key in m.group(0)), "PHONE_NUMBER")
-        later = [w for w in ws[i + 1:] if w.start < t_cue + policy.cue_window_seconds + 2.0]
-        asked = ws[i].text.rstrip().endswith("?") or bool(
-            later and later[0].channel != ws[i].channel)
-        channel = later[0].channel if asked and later else ws[i].channel
-        phrase = _phrase([w for w in later if w.channel == channel],
-                         t_cue if channel == ws[i].channel else None, policy)
-        if phrase is None:
+        cue = m.group(0)
+        label = next((lab for key, lab in _CUE_LABEL if key in cue), "PHONE_NUMBER")
+        rest = _sentence_rest(ws, i, policy)
+        head = _sentence_head(ws, i)
+        sentence = " ".join(toks[k] for k in [*head, i, *rest])
+        ends_asking = ws[rest[-1] if rest else i].text.rstrip().endswith("?")
+        stated = bool(rest) and (toks[rest[0]] in _COPULA or toks[i].endswith("'s")
+                                 or label == "DIGITS")   # "let me repeat, <value>"
+        if stated and not ends_asking and not _ASK.search(sentence):
+            out.append(Span(ws[i].channel, t_cue, ws[rest[-1]].end, label))
+            continue
+        after = ws[rest[-1]].end if rest else t_cue
+        reply = _reply(ws, i, after, _ANSWER_SECONDS.get(label, policy.cue_window_seconds),
+                       policy)
+        if reply is None:
             out.append(Span(ws[i].channel, t_cue, t_cue + policy.cue_gap * 3, label))
         else:
-            out.append(Span(channel, phrase[0], phrase[1], label))
+            out.append(Span(reply[0], reply[1], reply[2], label))
     return out
 
 
-def _phrase(words: Sequence[Word], after: float | None,
-            policy: DetectPolicy) -> tuple[float, float] | None:
-    """(start, end) of the first phrase in `words`: up to a pause or the window's length."""
-    if not words:
+# Words that make the sentence around a cue a question or a request: the value comes in
+# the reply, not after the cue word.
+_ASK = re.compile(r"(?<![\w'])(?:please|go ahead|ready|can (?:i|you|we)|could (?:i|you)|how|"
+                  r"may i|would you|what|what's|whats|which|give me|read me|tell me|"
+                  r"need|verify|confirm|have your|get your)(?![\w'])")
+# A cue followed by one of these states its value ("my PIN is ..."); otherwise the cue
+# names what is asked for ("the security code on the back of the card") and the value is
+# in the reply.
+_COPULA = {"is", "are", "was", "were", "be", "it's", "its", "would", "will", "should",
+           "reads", "says", "ends", "ending", "starts", "of", "number"}
+# How long a reply can run, by label: a card number said in groups takes seconds.
+_ANSWER_SECONDS = {"CARD_NUMBER": 8.0, "ACCOUNT_NUMBER": 5.0, "SSN": 5.0,
+                   "PHONE_NUMBER": 5.0, "ADDRESS": 5.0}
+
+
+def _sentence_rest(ws: Sequence[Word], i: int, policy: DetectPolicy) -> list[int]:
+    """Indices of the words after `i` in its sentence: same speaker, up to terminal
+    punctuation or a pause over `cue_gap`, within `cue_window_seconds`."""
+    if ws[i].text.rstrip()[-1:] in (".", "?", "!"):
+        return []
+    out: list[int] = []
+    edge = ws[i].end
+    for k in range(i + 1, len(ws)):
+        w = ws[k]
+        if w.channel != ws[i].channel:
+            continue
+        if w.start - edge > policy.cue_gap or w.end - ws[i].end > policy.cue_window_seconds:
+            break
+        out.append(k)
+        edge = w.end
+        if w.text.rstrip()[-1:] in (".", "?", "!"):
+            break
+    return out
+
+
+def _sentence_head(ws: Sequence[Word], i: int, limit: int = 12) -> list[int]:
+    """Indices of the words before `i` in its sentence (same speaker, no pause)."""
+    out: list[int] = []
+    edge = ws[i].start
+    for k in range(i - 1, -1, -1):
+        w = ws[k]
+        if w.channel != ws[i].channel:
+            continue
+        if edge - w.end > 1.0 or w.text.rstrip()[-1:] in (".", "?", "!") or len(out) >= limit:
+            break
+        out.insert(0, k)
+        edge = w.start
+    return out
+
+
+def _reply(ws: Sequence[Word], i: int, after: float, length: float,
+           policy: DetectPolicy) -> tuple[int, float, float] | None:
+    """(channel, start, end) of the first phrase said after time `after`, by whoever
+    speaks first within `cue_window_seconds`, at most `length` seconds long."""
+    later = [w for w in ws[i + 1:] if w.start >= after - 0.05]
+    if not later or later[0].start - after > policy.cue_window_seconds:
         return None
-    start = words[0].start if after is None else after
-    if words[0].start - (after or words[0].start) > policy.cue_window_seconds:
-        return None
-    end = words[0].end
+    channel = later[0].channel
+    words = [w for w in later if w.channel == channel]
+    start, end = words[0].start, words[0].end
     for w in words[1:]:
-        if w.start - end > policy.cue_gap or w.end - start > policy.cue_window_seconds:
+        if w.start - end > policy.cue_gap or w.end - start > length:
             break
         end = w.end
-    return start, end
+    return channel, start, end
+
+
+_FILLER = {"okay", "ok", "yes", "yeah", "so", "and", "sure", "um", "uh", "it's", "its",
+           "that's", "thats", "it", "is", "the", "that", "right", "oh", "well", "alright"}
+
+
+def _repeats(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]],
+             spans: Sequence[Span]) -> list[Span]:
+    """Read-backs: the same words said again elsewhere in the call, by either party.
+
+    Agents read values back ("let me confirm: ...") and callers repeat them. When a
+    recogniser mis-hears a value it tends to mis-hear its repetition the same way, so
+    the words of a redacted stretch are redacted wherever they recur, with its label.
+    Only distinctive stretches count: two words or more, and three or more unless one
+    holds a digit.
+    """
+    starts: dict[str, list[tuple[int, int]]] = {}   # token -> (channel, position in lane)
+    for ch, lane in lanes.items():
+        for pos, k in enumerate(lane):
+            if toks[k]:
+                starts.setdefault(toks[k], []).append((ch, pos))
+    inside = [(sp.channel, sp.start, sp.end) for sp in spans]
+
+    def muted(k: int) -> bool:
+        mid = (ws[k].start + ws[k].end) / 2
+        return any(c == ws[k].channel and a <= mid <= b for c, a, b in inside)
+
+    out: list[Span] = []
+    for sp in spans:
+        if sp.source != "asr":
+            continue
+        sig = [toks[k] for k in lanes.get(sp.channel, ())
+               if toks[k] and sp.start <= (ws[k].start + ws[k].end) / 2 <= sp.end]
+        while sig and sig[0] in _FILLER:
+            sig.pop(0)
+        while sig and sig[-1] in _FILLER:
+            sig.pop()
+        digits = any(c.isdigit() for t in sig for c in t)
+        if len(sig) < 2 or (len(sig) < 3 and not digits):
+            continue
+        for ch, pos in starts.get(sig[0], ()):
+            lane = lanes[ch]
+            seq = lane[pos:pos + len(sig)]
+            if len(seq) < len(sig) or [toks[k] for k in seq] != sig:
+                continue
+            if all(muted(k) for k in seq):
+                continue
+            out.append(Span(ch, ws[seq[0]].start, ws[seq[-1]].end, sp.label))
+    return out
+
+
+_CALL_LENGTH_CUE = {"lasted", "last", "lasting", "duration", "call", "calls", "talked",
+                    "talk", "spoke", "phone", "line", "long", "length", "connected"}
+_WORDED_AMOUNT = {"a", "an", "half", "quarter"}
+
+
+def _worded_durations(ws: Sequence[Word], toks: Sequence[str],
+                      lanes: dict[int, list[int]]) -> list[Span]:
+    """Call lengths said with no digit at all: "it lasted about an hour", "the call was
+    half an hour", "we talked for an hour and a half". Only after a word about the call's
+    length, and never about waiting ("I waited half an hour on hold")."""
+    out: list[Span] = []
+    for same in lanes.values():
+        for pos, i in enumerate(same):
+            if toks[i] not in ("hour", "hours", "minute", "minutes") or pos == 0:
+                continue
+            first = pos
+            while first > 0 and toks[same[first - 1]] in _WORDED_AMOUNT and pos - first < 3:
+                first -= 1
+            if first == pos:
+                continue                   # "two hours" is a number run: detect() has it
+            before = [toks[k] for k in same[max(0, first - 6):first]]
+            after = [toks[k] for k in same[pos + 1:pos + 4]]
+            if (not any(b in _CALL_LENGTH_CUE for b in before)
+                    or any(t in _WAIT_WORDS for t in [*before[-4:], *after])
+                    or (before and before[-1] in _NOT_A_DURATION)):
+                continue
+            last = pos + 3 if after[:3] in (["and", "a", "half"], ["and", "a", "quarter"]) \
+                else pos
+            last = min(last, len(same) - 1)
+            out.append(Span(ws[i].channel, ws[same[first]].start, ws[same[last]].end,
+                            "CALL_DURATION"))
+    return out
 
 
 def _custom_terms(ws: Sequence[Word], toks: Sequence[str], policy: DetectPolicy) -> list[Span]:

@@ -28,7 +28,7 @@ from redaction.dtmf import DtmfScanner
 from redaction.errors import OutputError, VerificationFailed
 from redaction.spans import Span, pad_and_merge
 from redaction.transcribe import Transcriber, Word
-from redaction.verify import Verification, VerifyPlan, verify_once
+from redaction.verify import Verification, VerifyPlan, batches, listen_windows, verify_once
 
 Progress = Callable[[float], None]
 _FRAME = 0.01          # energy envelope resolution, seconds
@@ -86,6 +86,7 @@ def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfi
                 report((c + f) / info.channels)
 
             ch_words, env, tones = _listen(reader, ch, transcriber, cfg, channel_progress)
+            ch_words.extend(_rescue(reader, ch, env, ch_words, transcriber, cfg))
             words.extend(ch_words)
             envelopes.append(env)
             dtmf_spans.extend(tones)
@@ -163,6 +164,43 @@ def _listen(reader: WavReader, channel: int, transcriber: Transcriber, cfg: Reda
     words.extend(transcriber.words(pending, offset=pending_start, channel=channel))
     env = np.concatenate(env_parts).astype(np.float32) if env_parts else np.zeros(0, np.float32)
     return words, env, tones
+
+
+_UNHEARD_SECONDS = 0.6   # voiced audio at least this long with no word on it is re-heard
+_WORD_REACH = 0.2        # a word accounts for this much audio either side of its stamps
+
+
+def _rescue(reader: WavReader, channel: int, env: npt.NDArray[np.float32],
+            words: Sequence[Word], transcriber: Transcriber, cfg: RedactConfig) -> list[Word]:
+    """Words for speech the first pass skipped.
+
+    Whisper sometimes jumps over part of its 30 s window (its timestamp tokens run ahead
+    of the audio), and a long digit string is where that happens most: the speech is
+    there and no word covers it. Every voiced stretch of `_UNHEARD_SECONDS` or more that
+    no word accounts for is transcribed again on its own, with a little context, and the
+    words heard inside it are added.
+    """
+    if not len(env):
+        return []
+    voiced = _bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4,
+                      int(cfg.snap_bridge / _FRAME))
+    covered = np.zeros_like(voiced)
+    reach = int(_WORD_REACH / _FRAME)
+    for w in words:
+        covered[max(0, int(w.start / _FRAME) - reach):int(w.end / _FRAME) + reach + 1] = True
+    gaps = np.concatenate([[False], voiced & ~covered, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(gaps))
+    stretches = [(a * _FRAME, b * _FRAME) for a, b in zip(edges[::2], edges[1::2], strict=True)
+                 if (b - a) * _FRAME >= _UNHEARD_SECONDS]
+    if not stretches:
+        return []
+    duration = reader.info.duration
+    wins = [(channel, max(0.0, a - 0.5), min(duration, b + 0.5)) for a, b in stretches]
+    heard: list[Word] = []
+    for batch in batches(wins, cfg.block_seconds):
+        heard.extend(listen_windows(reader, batch, transcriber))
+    return [w for w in heard
+            if any(a <= (w.start + w.end) / 2 <= b for a, b in stretches)]
 
 
 def _quiet_cut(audio: npt.NDArray[np.float32]) -> int:

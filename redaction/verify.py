@@ -103,8 +103,8 @@ def verify_once(path: Path, info: AudioInfo, muted: Sequence[Span], targets: Seq
     wins = windows_for(targets, muted, info, plan)
     words: list[Word] = []
     with WavReader(path, info) as reader:
-        for batch in _batches(wins, plan.block_seconds):
-            words.extend(_listen_windows(reader, batch, transcriber))
+        for batch in batches(wins, plan.block_seconds):
+            words.extend(listen_windows(reader, batch, transcriber))
         tones = _rescan_dtmf(reader, plan.block_seconds)
     found = detect(words, policy, muted=muted)
     leaks = [s for s in found if _covered(s, muted) < _LEAK_COVERED] + tones
@@ -115,7 +115,7 @@ def verify_once(path: Path, info: AudioInfo, muted: Sequence[Span], targets: Seq
         leaks=tuple(leaks))
 
 
-def _batches(wins: list[tuple[int, float, float]], limit: float,
+def batches(wins: list[tuple[int, float, float]], limit: float,
              ) -> list[list[tuple[int, float, float]]]:
     """Group windows of one channel so each joined stream stays under `limit` seconds."""
     out: list[list[tuple[int, float, float]]] = []
@@ -130,7 +130,7 @@ def _batches(wins: list[tuple[int, float, float]], limit: float,
     return out
 
 
-def _listen_windows(reader: WavReader, batch: list[tuple[int, float, float]],
+def listen_windows(reader: WavReader, batch: list[tuple[int, float, float]],
                     transcriber: Transcriber) -> list[Word]:
     rate = reader.info.sample_rate
     channel = batch[0][0]

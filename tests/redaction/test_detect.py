@@ -42,6 +42,12 @@ def _labels(text: str, **kw: object) -> list[str]:
         ("it's 4111 1111 1111 1111", "CARD_NUMBER"),
         ("it's 415 555 0192", "PHONE_NUMBER"),
         ("the reference 4471", "DIGITS"),
+        ("let me read that back. 40 minutes.", "CALL_DURATION"),
+        ("that lasted one and a half hours", "CALL_DURATION"),
+        ("the call lasted about an hour", "CALL_DURATION"),
+        ("we talked for an hour and a half", "CALL_DURATION"),
+        ("it was on the 20th at 1pm", "CALL_DATETIME"),
+        ("the call on the 14th in the afternoon", "CALL_DATETIME"),
     ],
 )
 def test_sensitive_numbers_are_labelled(text: str, label: str) -> None:
@@ -60,6 +66,12 @@ def test_sensitive_numbers_are_labelled(text: str, label: str) -> None:
         "we offer twenty four seven support",
         "that is my number one priority",
         "please hold for a 2 minute wait",
+        "I'm on the second floor and the signal is bad",
+        "this is the third time I called about it",
+        "my first call was fine",
+        "I waited half an hour on hold",
+        "I'll call you back in 5 minutes",
+        "give me a minute",
     ],
 )
 def test_harmless_numbers_stay(text: str) -> None:
@@ -74,6 +86,84 @@ def test_cue_without_heard_digits_redacts_what_follows() -> None:
     assert [s.label for s in spans] == ["PIN"]
     assert spans[0].start >= words[1].end  # starts after the cue word "PIN"
     assert spans[0].end >= words[5].end  # and covers the mis-heard words
+
+
+def _timed(*phrases: tuple[int, float, str]) -> list[Word]:
+    """Words of (channel, start, text) phrases, 0.3 s a word."""
+    out: list[Word] = []
+    for channel, t0, text in phrases:
+        out += _words(text, channel=channel, t0=t0, step=0.3)
+    return out
+
+
+def _said(words: list[Word], span: Span) -> str:
+    return " ".join(w.text for w in words
+                    if w.channel == span.channel and span.start <= w.start < span.end)
+
+
+def test_cue_that_names_the_value_redacts_the_reply() -> None:
+    """"The security code on the back." asks for the value: the reply that follows is
+    redacted, not the rest of the question."""
+    words = _timed((0, 0.0, "and the three digit security code on the back."),
+                   (0, 3.5, "sure X1 L L L"), (0, 6.0, "thanks that went through"))
+    spans = detect(words)
+    assert [(s.label, _said(words, s)) for s in spans] == [("CARD_CVV", "sure X1 L L L")]
+
+
+def test_question_on_one_channel_redacts_the_reply_on_the_other() -> None:
+    """A request on the agent's channel: the caller's reply is redacted, for as long as a
+    card number takes, and the agent's own words stay."""
+    words = _timed((1, 0.0, "go ahead with the card number when you're ready."),
+                   (0, 4.0, "fifty four sixteen twenty two fifty four fifty five oh nine"),
+                   (1, 9.0, "thank you"))
+    spans = detect(words)
+    assert {s.channel for s in spans} == {0}
+    assert _said(words, spans[0]).startswith("fifty four sixteen")
+    assert spans[0].end >= words[-3].end   # all the caller's words, 3.6 s of them
+
+
+def test_read_back_cue_redacts_what_is_read_back() -> None:
+    """"Let me read that back." announces a value, even one heard as words."""
+    words = _timed((0, 0.0, "let me read that back."), (0, 2.0, "novel ice cream tree"),
+                   (0, 4.0, "is that right"))
+    assert [_said(words, s) for s in detect(words)] == ["novel ice cream tree"]
+
+
+def test_statement_after_repeat_cue_and_reply_to_how_much() -> None:
+    """"Let me repeat, <value>" redacts the value in the same sentence; "how much was the
+    bill?" redacts the other party's reply."""
+    words = _timed((0, 0.0, "let me repeat, let's make Anne Ren Dogler."), (0, 4.0, "okay"))
+    assert [_said(words, s) for s in detect(words)] == ["let's make Anne Ren Dogler."]
+    words = _timed((0, 0.0, "how much was the bill?"), (1, 2.0, "oh I'm feeling so good."),
+                   (0, 5.0, "thank you"))
+    assert [(s.channel, s.label, _said(words, s)) for s in detect(words)] == [
+        (1, "BILL_AMOUNT", "oh I'm feeling so good.")]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("we spoke on the 14th in the afternoon. okay", "14th in the afternoon."),
+    ("it was at 7 in the morning. thanks", "7 in the morning."),
+    ("I called at 5 p m yesterday", "5 p m"),
+])
+def test_time_of_day_words_go_with_the_time(text: str, said: str) -> None:
+    """"In the afternoon" after a number makes it a time of day, and is redacted with it."""
+    words = _timed((0, 0.0, text))
+    spans = detect(words)
+    assert [(s.label, _said(words, s)) for s in spans] == [("CALL_DATETIME", said)]
+
+
+def test_repeated_words_of_a_redacted_value_are_redacted_again() -> None:
+    """A mis-heard value read back later is heard the same way: it is muted there too,
+    with the first mention's label; a one-word echo is not enough."""
+    words = _timed((0, 0.0, "what's the code on the card please?"),
+                   (0, 3.0, "okay time's here then 2."),
+                   (0, 6.0, "I have a question about my plan."),
+                   (0, 10.0, "so time's here then 2 is that right"),
+                   (0, 14.0, "then we are done"))
+    spans = detect(words)
+    assert [_said(words, s) for s in spans] == ["okay time's here then 2.",
+                                                "time's here then 2"]
+    assert {s.label for s in spans} == {"PIN"}
 
 
 def test_cue_satisfied_by_existing_mute() -> None:

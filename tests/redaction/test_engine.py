@@ -17,8 +17,10 @@ from callvault import wiring
 from callvault.config import Settings, load_settings
 from callvault.demo import make_sample
 from redaction import engine
+from redaction.audio import WavReader, probe
 from redaction.dtmf import detect_dtmf
 from redaction.errors import VerificationFailed
+from redaction.transcribe import Word
 
 CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
 # Values spoken in the demo script, in every form they could be written back.
@@ -120,6 +122,33 @@ def test_missed_number_is_caught_by_verification(
     outcome = engine.redact_file(src, out, transcriber, cfg)
     assert out.exists()
     assert outcome.verification.leaks_found > 0 and outcome.verification.passed
+
+
+def test_speech_no_word_covers_is_heard_again(
+        sample: tuple[Path, list[tuple[int, float, float, str]]], settings: Settings) -> None:
+    """Voiced audio the first pass left without words (Whisper skipping part of its
+    window) is transcribed again on its own: given no words at all, the rescue hears the
+    call's speech, numbers included; given the first pass's words, it has little left."""
+    src, _ = sample
+    transcriber = wiring.transcriber(settings)
+    cfg = wiring.redact_config(settings)
+    info = probe(src, max_seconds=cfg.max_duration)
+    heard: dict[int, tuple[list[Word], list[Word], list[Word]]] = {}
+    with WavReader(src, info) as reader:
+        for ch in range(info.channels):
+            words, env, _tones = engine._listen(reader, ch, transcriber, cfg, lambda _f: None)
+            heard[ch] = (words, engine._rescue(reader, ch, env, [], transcriber, cfg),
+                         engine._rescue(reader, ch, env, words, transcriber, cfg))
+    for ch, (words, rescued, left) in heard.items():
+        assert len(rescued) >= len(words) // 2, ch
+        assert all(w.channel == ch for w in rescued)
+        # each rescued word sits where the first pass heard speech too (same timeline)
+        spoken = [(w.start, w.end) for w in words]
+        near = [w for w in rescued if any(a - 1.0 <= w.start <= b + 1.0 for a, b in spoken)]
+        assert len(near) >= 0.8 * len(rescued), ch
+        assert len(left) < len(rescued) // 4, ch
+    caller = " ".join(w.text for w in heard[1][1])   # the demo's caller says the numbers
+    assert sum(c.isdigit() for c in caller) >= 8
 
 
 def test_batch_directory_keeps_going(sample: tuple[Path, list[tuple[int, float, float, str]]],
