@@ -16,6 +16,8 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from functools import lru_cache
 
 from redaction.numbers import NumberRun, find_runs, normalise, unit_suffix
 from redaction.spans import Span
@@ -104,14 +106,17 @@ _STRONG_CUE = re.compile(
     r"security code|zip code|postal code|area code|code|expir\w*|phone number|"
     r"number i called|reach me at|call me at|callback number|my number is|the number is|"
     r"live at|address is|ship (?:it )?to|read (?:that|it|them|this) back|let me repeat|"
-    r"repeat (?:that|it) back|how much)"
+    r"repeat (?:that|it) back|how much|what (?:date|time|day)|what's the (?:date|time)|"
+    r"what is the (?:date|time)|which day|when did|when was|how long)"
     r"(?![\w'])")
 _CUE_LABEL = (("account", "ACCOUNT_NUMBER"), ("acct", "ACCOUNT_NUMBER"), ("pin", "PIN"),
               ("pass", "PIN"), ("social", "SSN"), ("ssn", "SSN"), ("security number", "SSN"),
               ("cvv", "CARD_CVV"), ("cvc", "CARD_CVV"), ("security code", "CARD_CVV"),
               ("zip", "ADDRESS"), ("postal", "ADDRESS"), ("area", "PHONE_NUMBER"),
               ("code", "PIN"), ("read", "DIGITS"), ("repeat", "DIGITS"),
-              ("how much", "BILL_AMOUNT"),
+              ("how much", "BILL_AMOUNT"), ("how long", "CALL_DURATION"),
+              ("date", "CALL_DATETIME"), ("time", "CALL_DATETIME"), ("day", "CALL_DATETIME"),
+              ("when", "CALL_DATETIME"),
               ("expir", "CARD_EXPIRY"), ("card", "CARD_NUMBER"), ("live", "ADDRESS"),
               ("address", "ADDRESS"), ("ship", "ADDRESS"))
 _MIN_DIGITS = {"PIN": 4, "SSN": 4, "CARD_NUMBER": 12, "CARD_CVV": 3, "ACCOUNT_NUMBER": 5,
@@ -142,12 +147,12 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
     """
     policy = policy or DetectPolicy()
     ws = sorted(words, key=lambda w: (w.start, w.channel))
-    toks = [normalise(w.text) for w in ws]
+    toks = [_cue_word(normalise(w.text)) for w in ws]
     lanes: dict[int, list[int]] = {}  # each channel's word indices, in time order
     for i, w in enumerate(ws):
         lanes.setdefault(w.channel, []).append(i)
     spans: list[Span] = []
-    covered_cues: set[int] = set()
+    covered_cues: dict[int, float] = {}   # cue word -> start of the number that followed
     for run in _runs_per_channel(ws, toks):
         label = _label(run, ws, toks, policy)
         if label is None:
@@ -162,7 +167,8 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
             end = max(end, _time_tail_end(ws, toks, run.last))
         start, end = _grow(ws, toks, lanes, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
-        covered_cues.update(_cues_before(ws, toks, run.first, policy))
+        for i in _cues_before(ws, toks, run.first, policy):
+            covered_cues.setdefault(i, ws[run.first].start)
     spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
     spans.extend(_worded_durations(ws, toks, lanes))
@@ -387,6 +393,23 @@ def _cues_before(ws: Sequence[Word], toks: Sequence[str], first: int,
             if _cue_ending_at(toks, i) is not None]
 
 
+# Cue words the recogniser mis-hears on poor audio ("the exploration date"): a word this
+# close to one of them (similarity >= 0.82, same first letter) is read as it.
+_FUZZY_CUES = ("account", "expiration", "expiry", "expires", "security", "social",
+               "passcode", "password", "verification")
+
+
+@lru_cache(maxsize=4096)
+def _cue_word(tok: str) -> str:
+    if len(tok) < 5 or not tok.isalpha():
+        return tok
+    for cue in _FUZZY_CUES:
+        if tok[0] == cue[0] and not tok.startswith(cue) and \
+                SequenceMatcher(None, tok, cue).ratio() >= 0.82:
+            return cue
+    return tok
+
+
 def _cue_ending_at(toks: Sequence[str], i: int) -> re.Match[str] | None:
     """The strong cue whose last word is token `i` ("read that back" ends at "back")."""
     text = " ".join(toks[max(0, i - 3):i + 1])
@@ -395,13 +418,15 @@ def _cue_ending_at(toks: Sequence[str], i: int) -> re.Match[str] | None:
     return found[-1] if found else None
 
 
-def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
+def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, float],
                     muted: Sequence[Span], policy: DetectPolicy) -> list[Span]:
     """Redact the answer that follows a secret's cue.
 
     It applies only when no number was heard after the cue (the recogniser turned the
-    digits into words). In a statement ("my PIN is ...") the answer is the rest of the
-    cue's sentence, up to a pause (`cue_gap`) and at most `cue_window_seconds`. In a
+    digits into words); for a question, a number inside the question itself ("what's the
+    time of the call?" heard as "the time one mark?") does not count. In a statement
+    ("my PIN is ...") the answer is the rest of the cue's sentence, up to a pause
+    (`cue_gap`) and at most `cue_window_seconds`. In a
     question, a request or a bare name of the value ("the code on the back of the card,
     please"), or when the sentence ends at the cue, the answer is the next phrase said
     after the sentence: the other party's if they speak first, and longer for long values
@@ -410,7 +435,7 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
     out: list[Span] = []
     for i in range(len(ws)):
         m = _cue_ending_at(toks, i)
-        if m is None or i in covered:
+        if m is None:
             continue
         t_cue = ws[i].end
         if any(s.start <= t_cue + policy.cue_window_seconds and s.end >= t_cue for s in muted):
@@ -423,10 +448,12 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: set[int],
         ends_asking = ws[rest[-1] if rest else i].text.rstrip().endswith("?")
         stated = bool(rest) and (toks[rest[0]] in _COPULA or toks[i].endswith("'s")
                                  or label == "DIGITS")   # "let me repeat, <value>"
+        after = ws[rest[-1]].end if rest else t_cue
+        if i in covered and (stated or covered[i] >= after - 0.05):
+            continue
         if stated and not ends_asking and not _ASK.search(sentence):
             out.append(Span(ws[i].channel, t_cue, ws[rest[-1]].end, label))
             continue
-        after = ws[rest[-1]].end if rest else t_cue
         reply = _reply(ws, i, after, _ANSWER_SECONDS.get(label, policy.cue_window_seconds),
                        policy)
         if reply is None:

@@ -86,7 +86,7 @@ def redact_file(src: Path, out: Path, transcriber: Transcriber, cfg: RedactConfi
                 report((c + f) / info.channels)
 
             ch_words, env, tones = _listen(reader, ch, transcriber, cfg, channel_progress)
-            ch_words.extend(_rescue(reader, ch, env, ch_words, transcriber, cfg))
+            ch_words.extend(_rescue(reader, ch, env, ch_words, tones, transcriber, cfg))
             words.extend(ch_words)
             envelopes.append(env)
             dtmf_spans.extend(tones)
@@ -166,19 +166,23 @@ def _listen(reader: WavReader, channel: int, transcriber: Transcriber, cfg: Reda
     return words, env, tones
 
 
-_UNHEARD_SECONDS = 0.6   # voiced audio at least this long with no word on it is re-heard
+_UNHEARD_SECONDS = 1.0   # voiced audio at least this long with no word on it is re-heard
 _WORD_REACH = 0.2        # a word accounts for this much audio either side of its stamps
+_RESCUE_SHARE = 0.25     # at most this share of a channel is re-heard
 
 
 def _rescue(reader: WavReader, channel: int, env: npt.NDArray[np.float32],
-            words: Sequence[Word], transcriber: Transcriber, cfg: RedactConfig) -> list[Word]:
+            words: Sequence[Word], tones: Sequence[Span], transcriber: Transcriber,
+            cfg: RedactConfig, *, share: float = _RESCUE_SHARE) -> list[Word]:
     """Words for speech the first pass skipped.
 
     Whisper sometimes jumps over part of its 30 s window (its timestamp tokens run ahead
     of the audio), and a long digit string is where that happens most: the speech is
     there and no word covers it. Every voiced stretch of `_UNHEARD_SECONDS` or more that
     no word accounts for is transcribed again on its own, with a little context, and the
-    words heard inside it are added.
+    words heard inside it are added. DTMF tones (muted anyway) are not speech; and at
+    most `share` of the channel is re-heard, so hours of music on hold cannot double
+    the work.
     """
     if not len(env):
         return []
@@ -188,10 +192,20 @@ def _rescue(reader: WavReader, channel: int, env: npt.NDArray[np.float32],
     reach = int(_WORD_REACH / _FRAME)
     for w in words:
         covered[max(0, int(w.start / _FRAME) - reach):int(w.end / _FRAME) + reach + 1] = True
+    for t in tones:
+        covered[max(0, int(t.start / _FRAME) - reach):int(t.end / _FRAME) + reach + 1] = True
     gaps = np.concatenate([[False], voiced & ~covered, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(gaps))
     stretches = [(a * _FRAME, b * _FRAME) for a, b in zip(edges[::2], edges[1::2], strict=True)
                  if (b - a) * _FRAME >= _UNHEARD_SECONDS]
+    budget = share * len(env) * _FRAME
+    kept: list[tuple[float, float]] = []
+    for a, b in stretches:
+        if b - a > budget:
+            break
+        kept.append((a, b))
+        budget -= b - a
+    stretches = kept
     if not stretches:
         return []
     duration = reader.info.duration

@@ -140,6 +140,25 @@ def test_statement_after_repeat_cue_and_reply_to_how_much() -> None:
         (1, "BILL_AMOUNT", "oh I'm feeling so good.")]
 
 
+def test_misheard_cue_word_still_cues() -> None:
+    """"The exploration date" is the expiration date: the reply is redacted; words merely
+    like a cue ("experience", "accountant") are not read as one."""
+    words = _timed((0, 0.0, "and the exploration date?"), (0, 2.0, "Poland or Taiwan."),
+                   (0, 4.0, "thanks"))
+    assert [(s.label, _said(words, s)) for s in detect(words)] == [
+        ("CARD_EXPIRY", "Poland or Taiwan.")]
+    assert _labels("my accountant has the experience I need") == []
+
+
+def test_number_inside_a_question_does_not_answer_it() -> None:
+    """"What's the time of the call?" heard as "the time one mark?": the "one" in the
+    question does not stand for the answer, so the reply is still redacted."""
+    words = _timed((0, 0.0, "what's the time one mark?"),
+                   (0, 2.5, "the axis is being earlier tonight."), (0, 5.5, "okay"))
+    said = [_said(words, s) for s in detect(words)]
+    assert "the axis is being earlier tonight." in said
+
+
 @pytest.mark.parametrize(("text", "said"), [
     ("we spoke on the 14th in the afternoon. okay", "14th in the afternoon."),
     ("it was at 7 in the morning. thanks", "7 in the morning."),

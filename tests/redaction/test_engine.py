@@ -137,8 +137,11 @@ def test_speech_no_word_covers_is_heard_again(
     with WavReader(src, info) as reader:
         for ch in range(info.channels):
             words, env, _tones = engine._listen(reader, ch, transcriber, cfg, lambda _f: None)
-            heard[ch] = (words, engine._rescue(reader, ch, env, [], transcriber, cfg),
-                         engine._rescue(reader, ch, env, words, transcriber, cfg))
+            heard[ch] = (words,
+                         engine._rescue(reader, ch, env, [], [], transcriber, cfg, share=1.0),
+                         engine._rescue(reader, ch, env, words, [], transcriber, cfg))
+            capped = engine._rescue(reader, ch, env, [], [], transcriber, cfg, share=0.1)
+            assert len(capped) < len(heard[ch][1])   # the share caps the audio re-heard
     for ch, (words, rescued, left) in heard.items():
         assert len(rescued) >= len(words) // 2, ch
         assert all(w.channel == ch for w in rescued)

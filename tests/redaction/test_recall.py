@@ -6,12 +6,13 @@ every label in many phrasings, harmless numbers, and DTMF bursts.
 
 Issue 2 targets item recall >= 0.98 (an item counts when >= 90 % of its voiced time is
 muted), DTMF recall 1.0 and over-redaction <= 5 % of non-sensitive speech time. DTMF is
-held to its target. Speech is NOT there yet: Whisper tiny.en and base mis-hear espeak-ng
-digits at 8 kHz so often that about a fifth of the items never come out as numbers (see
-the README's "Measured" section). Until the recogniser is better, the speech assertions
-are regression floors just under what main measures, and the measured figures are written
-to artifacts/recall.json for every run. The decoder's random seed is fixed per clip, so a
-run repeats the last one's figures on the same machine.
+held to its target. Speech is NOT there yet: Whisper base mis-hears espeak-ng digits at
+8 kHz so often that some items never come out as numbers or cues at all (see the README's
+"Measured" section). Until the recogniser is better, the speech assertions are regression
+floors a few items under what main measures (66/72, 0.20 over-redaction, 30/39 harmless
+kept), and the measured figures are written to artifacts/recall.json for every run.
+The decoder's random seed is fixed per clip, so a run repeats the last one's figures on
+the same machine.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def test_no_clip_fails_verification(results: tuple[list[Clip], Score, list[str]]
     assert failures == []
 
 
-RECALL_FLOOR = 0.6          # target 0.98, not met: see the module docstring
-OVER_REDACTION_CEILING = 0.3  # target 0.05, not met
-HARMLESS_KEPT_FLOOR = 0.6
+RECALL_FLOOR = 0.85          # target 0.98, not met: see the module docstring
+OVER_REDACTION_CEILING = 0.25  # target 0.05, not met
+HARMLESS_KEPT_FLOOR = 0.7
 
 
 def test_item_recall(results: tuple[list[Clip], Score, list[str]]) -> None:
