@@ -13,7 +13,7 @@ minute wait") stay.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -230,7 +230,13 @@ def _before(ws: Sequence[Word], toks: Sequence[str], first: int,
 
 def _after(ws: Sequence[Word], toks: Sequence[str], last: int, n: int = 4) -> list[str]:
     ch = ws[last].channel
-    return [toks[i] for i in range(last + 1, len(ws)) if ws[i].channel == ch][:n]
+    out: list[str] = []
+    for i in range(last + 1, len(ws)):
+        if ws[i].channel == ch:
+            out.append(toks[i])
+            if len(out) == n:
+                break
+    return out
 
 
 def _closest_cue(ctx: str) -> str | None:
@@ -517,13 +523,17 @@ def _reply(ws: Sequence[Word], i: int, after: float, length: float,
            policy: DetectPolicy) -> tuple[int, float, float] | None:
     """(channel, start, end) of the first phrase said after time `after`, by whoever
     speaks first within `cue_window_seconds`, at most `length` seconds long."""
-    later = [w for w in ws[i + 1:] if w.start >= after - 0.05]
-    if not later or later[0].start - after > policy.cue_window_seconds:
+    k = i + 1
+    while k < len(ws) and ws[k].start < after - 0.05:
+        k += 1
+    if k == len(ws) or ws[k].start - after > policy.cue_window_seconds:
         return None
-    channel = later[0].channel
-    words = [w for w in later if w.channel == channel]
-    start, end = words[0].start, words[0].end
-    for w in words[1:]:
+    channel, start, end = ws[k].channel, ws[k].start, ws[k].end
+    for w in ws[k + 1:]:
+        if w.start > start + length:
+            break                       # words are in time order: nothing later fits
+        if w.channel != channel:
+            continue
         if w.start - end > policy.cue_gap or w.end - start > length:
             break
         end = w.end
@@ -544,23 +554,23 @@ def _repeats(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]
     Only distinctive stretches count: two words or more, and three or more unless one
     holds a digit.
     """
-    starts: dict[str, list[tuple[int, int]]] = {}   # token -> (channel, position in lane)
-    for ch, lane in lanes.items():
-        for pos, k in enumerate(lane):
-            if toks[k]:
-                starts.setdefault(toks[k], []).append((ch, pos))
-    inside = [(sp.channel, sp.start, sp.end) for sp in spans]
+    content = {ch: [k for k in lane if toks[k]] for ch, lane in lanes.items()}
+    mids = {ch: [(ws[k].start + ws[k].end) / 2 for k in c] for ch, c in content.items()}
+    pairs: dict[tuple[str, str], list[tuple[int, int]]] = {}   # two words -> where said
+    for ch, c in content.items():
+        for pos in range(len(c) - 1):
+            pairs.setdefault((toks[c[pos]], toks[c[pos + 1]]), []).append((ch, pos))
 
-    def muted(k: int) -> bool:
-        mid = (ws[k].start + ws[k].end) / 2
-        return any(c == ws[k].channel and a <= mid <= b for c, a, b in inside)
+    def inside(sp: Span) -> list[int]:
+        c, m = content.get(sp.channel, []), mids.get(sp.channel, [])
+        return c[bisect_left(m, sp.start):bisect_right(m, sp.end)]
 
+    muted = {k for sp in spans for k in inside(sp)}
     out: list[Span] = []
     for sp in spans:
         if sp.source != "asr":
             continue
-        sig = [toks[k] for k in lanes.get(sp.channel, ())
-               if toks[k] and sp.start <= (ws[k].start + ws[k].end) / 2 <= sp.end]
+        sig = [toks[k] for k in inside(sp)]
         while sig and sig[0] in _FILLER:
             sig.pop(0)
         while sig and sig[-1] in _FILLER:
@@ -568,12 +578,11 @@ def _repeats(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]
         digits = any(c.isdigit() for t in sig for c in t)
         if len(sig) < 2 or (len(sig) < 3 and not digits):
             continue
-        for ch, pos in starts.get(sig[0], ()):
-            lane = lanes[ch]
-            seq = lane[pos:pos + len(sig)]
+        for ch, pos in pairs.get((sig[0], sig[1]), ()):
+            seq = content[ch][pos:pos + len(sig)]
             if len(seq) < len(sig) or [toks[k] for k in seq] != sig:
                 continue
-            if all(muted(k) for k in seq):
+            if all(k in muted for k in seq):
                 continue
             out.append(Span(ch, ws[seq[0]].start, ws[seq[-1]].end, sp.label))
     return out
