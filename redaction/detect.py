@@ -17,7 +17,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from functools import lru_cache
 
 from redaction.numbers import NumberRun, find_runs, normalise, unit_suffix
 from redaction.spans import Span
@@ -405,8 +404,9 @@ _FUZZY_CUES = ("account", "expiration", "expiry", "expires", "security", "social
                "passcode", "password", "verification")
 
 
-@lru_cache(maxsize=4096)
 def _cue_word(tok: str) -> str:
+    # Not memoised: a cache would keep a call's words (values among them) in memory
+    # for the life of the worker.
     if len(tok) < 5 or not tok.isalpha():
         return tok
     for cue in _FUZZY_CUES:
@@ -432,11 +432,10 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
     digits into words); for a question, a number inside the question itself ("what's the
     time of the call?" heard as "the time one mark?") does not count. In a statement
     ("my PIN is ...") the answer is the rest of the cue's sentence, up to a pause
-    (`cue_gap`) and at most `cue_window_seconds`. In a
-    question, a request or a bare name of the value ("the code on the back of the card,
-    please"), or when the sentence ends at the cue, the answer is the next phrase said
-    after the sentence: the other party's if they speak first, and longer for long values
-    (a card number).
+    (`cue_gap`) and at most `cue_window_seconds`. In a question, a request or a bare
+    name of the value ("the code on the back of the card, please"), or when the sentence
+    ends at the cue, the answer is the next phrase said after the sentence: the other
+    party's if they speak first, and longer for long values (a card number).
     """
     out: list[Span] = []
     for i in range(len(ws)):

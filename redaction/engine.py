@@ -186,8 +186,7 @@ def _rescue(reader: WavReader, channel: int, env: npt.NDArray[np.float32],
     """
     if not len(env):
         return []
-    voiced = _bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4,
-                      int(cfg.snap_bridge / _FRAME))
+    voiced = _voiced(env, cfg.snap_bridge)
     covered = np.zeros_like(voiced)
     reach = int(_WORD_REACH / _FRAME)
     for w in words:
@@ -239,8 +238,7 @@ def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
     out: list[Span] = []
     steps = int(limit / _FRAME)
     # One voiced mask per channel, not per span: an hour holds 360 000 frames.
-    masks = [_bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4, int(bridge / _FRAME))
-             if len(env) else None for env in envelopes]
+    masks = [_voiced(env, bridge) if len(env) else None for env in envelopes]
     for s in spans:
         env, voiced = envelopes[s.channel], masks[s.channel]
         if voiced is None:
@@ -255,6 +253,11 @@ def _snap(spans: Sequence[Span], envelopes: Sequence[npt.NDArray[np.float32]],
             hi += 1
         out.append(replace(s, start=min(s.start, lo * _FRAME), end=max(s.end, (hi + 1) * _FRAME)))
     return out
+
+
+def _voiced(env: npt.NDArray[np.float32], bridge: float) -> npt.NDArray[np.bool_]:
+    """Frames of speech: 4x over the channel's quiet floor, pauses under `bridge` filled."""
+    return _bridged(env > (float(np.percentile(env, 20)) + 1e-6) * 4, int(bridge / _FRAME))
 
 
 def _bridged(voiced: npt.NDArray[np.bool_], gap: int) -> npt.NDArray[np.bool_]:
