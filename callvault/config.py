@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     redact_tone_hz: Annotated[float, Field(ge=200, le=3400)] = 1000.0
     redact_pad_before: Annotated[float, Field(ge=0, le=2)] = 0.3
     redact_pad_after: Annotated[float, Field(ge=0, le=2)] = 0.4
-    redact_snap_seconds: Annotated[float, Field(ge=0, le=3)] = 1.2
+    redact_snap_before_seconds: Annotated[float, Field(ge=0, le=3)] = 0.3
+    redact_snap_after_seconds: Annotated[float, Field(ge=0, le=3)] = 0.6
     redact_snap_bridge_seconds: Annotated[float, Field(ge=0, le=1)] = 0.3
     verify_scope: Literal["windows", "file"] = "windows"
     verify_context_seconds: Annotated[float, Field(ge=0.5, le=60)] = 3.0

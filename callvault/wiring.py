@@ -22,7 +22,8 @@ def redact_config(settings: Settings) -> RedactConfig:
     return RedactConfig(
         mode=settings.redact_mode, tone_hz=settings.redact_tone_hz,
         pad_before=settings.redact_pad_before, pad_after=settings.redact_pad_after,
-        snap_seconds=settings.redact_snap_seconds,
+        snap_before=settings.redact_snap_before_seconds,
+        snap_after=settings.redact_snap_after_seconds,
         snap_bridge=settings.redact_snap_bridge_seconds, verify_scope=settings.verify_scope,
         verify_context=settings.verify_context_seconds, verify_rounds=settings.verify_rounds,
         block_seconds=settings.block_seconds, max_duration=settings.max_duration_seconds,

