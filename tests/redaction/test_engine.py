@@ -138,10 +138,11 @@ def test_speech_no_word_covers_is_heard_again(
     with WavReader(src, info) as reader:
         for ch in range(info.channels):
             words, env, _tones = engine._listen(reader, ch, transcriber, cfg, lambda _f: None)
+            voiced = engine._voiced(env, cfg.snap_bridge)
             heard[ch] = (words,
-                         engine._rescue(reader, ch, env, [], [], transcriber, cfg, share=1.0),
-                         engine._rescue(reader, ch, env, words, [], transcriber, cfg))
-            capped = engine._rescue(reader, ch, env, [], [], transcriber, cfg, share=0.1)
+                         engine._rescue(reader, ch, voiced, [], [], transcriber, cfg, share=1.0),
+                         engine._rescue(reader, ch, voiced, words, [], transcriber, cfg))
+            capped = engine._rescue(reader, ch, voiced, [], [], transcriber, cfg, share=0.1)
             assert len(capped) < len(heard[ch][1])   # the share caps the audio re-heard
     for ch, (words, rescued, left) in heard.items():
         assert len(rescued) >= len(words) // 2, ch
@@ -184,13 +185,14 @@ def test_snapping_reaches_further_ahead_than_back_and_stops_at_pauses() -> None:
     env[250:265] = 1e-4                               # ... with a 0.15 s gap inside
     env[450:600] = 0.1                                # more speech after a 0.5 s pause
     span = Span(0, 2.0, 2.2, "PIN", "asr")
-    (wide,) = engine._snap([span], [env], 1.2, 1.2, 0.3)
+    bridged = engine._voiced(env, 0.3)
+    (wide,) = engine._snap([span], [bridged], 1.2, 1.2)
     assert (wide.start, wide.end) == pytest.approx((1.0, 3.4), abs=0.015)  # 1.2 s ahead
-    (lop,) = engine._snap([span], [env], 0.3, 0.6, 0.3)
+    (lop,) = engine._snap([span], [bridged], 0.3, 0.6)
     assert (lop.start, lop.end) == pytest.approx((1.7, 2.8), abs=0.015)
-    (late,) = engine._snap([Span(0, 3.5, 3.8, "PIN", "asr")], [env], 0.3, 0.6, 0.3)
+    (late,) = engine._snap([Span(0, 3.5, 3.8, "PIN", "asr")], [bridged], 0.3, 0.6)
     assert late.end == pytest.approx(4.0, abs=0.015)   # the 0.5 s pause ends the stretch
-    (tight,) = engine._snap([span], [env], 0.3, 0.6, 0.1)
+    (tight,) = engine._snap([span], [engine._voiced(env, 0.1)], 0.3, 0.6)
     assert tight.end == pytest.approx(2.5, abs=0.015)  # an unbridged 0.15 s gap ends it
-    (still,) = engine._snap([span], [env], 0.0, 0.0, 0.3)
+    (still,) = engine._snap([span], [bridged], 0.0, 0.0)
     assert (still.start, still.end) == pytest.approx((2.0, 2.2), abs=0.015)
