@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from redaction.detect import DetectPolicy, detect
@@ -72,6 +74,8 @@ def test_sensitive_numbers_are_labelled(text: str, label: str) -> None:
         "I waited half an hour on hold",
         "I'll call you back in 5 minutes",
         "give me a minute",
+        "there is a problem with my account, give me a second",
+        "my card bill went up by a third",
     ],
 )
 def test_harmless_numbers_stay(text: str) -> None:
@@ -86,6 +90,32 @@ def test_cue_without_heard_digits_redacts_what_follows() -> None:
     assert [s.label for s in spans] == ["PIN"]
     assert spans[0].start >= words[1].end  # starts after the cue word "PIN"
     assert spans[0].end >= words[5].end  # and covers the mis-heard words
+
+
+def _unsure(text: str, unsure: dict[str, float]) -> list[Word]:
+    """Words 0.4 s apart; those named in `unsure` get that recogniser confidence."""
+    return [replace(w, probability=unsure.get(w.text, 1.0)) for w in _words(text)]
+
+
+def test_span_grows_over_unsure_words_beside_the_digits() -> None:
+    """Look-alike words the model was unsure of next to a value are part of it; growth
+    stops at a confident word, at a word of middling confidence, and after 1 s."""
+    words = _unsure("my account number is 4 5 6 7 8 9 havenated bell seriously thanks",
+                    {"havenated": 0.1, "bell": 0.2})
+    (span,) = detect(words)
+    assert span.label == "ACCOUNT_NUMBER"
+    assert span.end == pytest.approx(words[11].end)       # through "bell"
+    assert span.end < words[12].start                      # not "seriously"
+
+    middling = _unsure("my account number is 4 5 6 7 8 9 havenated bell thanks",
+                       {"havenated": 0.1, "bell": 0.4})
+    (span,) = detect(middling)
+    assert span.end == pytest.approx(middling[10].end)    # "bell" (0.4) is kept
+
+    long_tail = _unsure("my account number is 4 5 6 7 8 9 uh huh ha ah eh mm", {
+        t: 0.1 for t in ("uh", "huh", "ha", "ah", "eh", "mm")})
+    (span,) = detect(long_tail)
+    assert words[9].end + 0.75 < span.end <= long_tail[9].end + 1.0
 
 
 def _timed(*phrases: tuple[int, float, str]) -> list[Word]:
@@ -108,6 +138,19 @@ def test_cue_that_names_the_value_redacts_the_reply() -> None:
                    (0, 3.5, "sure X1 L L L"), (0, 6.0, "thanks that went through"))
     spans = detect(words)
     assert [(s.label, _said(words, s)) for s in spans] == [("CARD_CVV", "sure X1 L L L")]
+
+
+def test_stated_value_satisfies_a_cue_ending_in_its_verb() -> None:
+    """"My address is 654 Main ..." states the value: once it is found, the caller's next
+    sentence is not taken for the answer, and a garbled statement is still redacted."""
+    words = _timed((1, 0.0, "my address is 654 main battery man."),
+                   (1, 3.5, "I'm on the second floor."))
+    assert [(s.label, _said(words, s)) for s in detect(words)] == [
+        ("ADDRESS", "654 main battery man.")]
+    garbled = _timed((1, 0.0, "my address is sick if he for man."),
+                     (1, 3.5, "I'm on the second floor."))
+    assert [(s.label, _said(garbled, s)) for s in detect(garbled)] == [
+        ("ADDRESS", "sick if he for man.")]
 
 
 def test_question_on_one_channel_redacts_the_reply_on_the_other() -> None:

@@ -17,8 +17,8 @@ items on one machine, 54/72 on another (AVX-512 and AMX) and 58/72 on that one w
 libraries forced to their AVX2 kernels. The decoder's random seed is fixed per clip, so a
 run repeats on one machine, and every run writes its figures and the CPU to
 artifacts/recall.json. Until the recogniser is better the speech assertions are
-regression floors under the lowest figures measured (recall 0.75, over-redaction 0.12 to
-0.19 with this version's snapping, harmless kept 0.76), not the targets.
+regression floors under the lowest figures measured (recall 0.76, over-redaction 0.12 to
+0.17 with this version's detection, harmless kept 0.81), not the targets.
 """
 
 from __future__ import annotations
