@@ -12,14 +12,15 @@ noise, and the ratio of the totals is printed, with where the extra time went.
 
 Whisper re-decodes a window it is unsure of at rising temperatures, by sampling, and the
 luck of those samples moves a run's time by up to half for the very same file and code
-(measured: 6.2 s and 11.5 s to decode one 31 s clip). So both runs of a file start from the same
-CTranslate2 random seed, which makes them decode alike most of the time but not always
-(CTranslate2's sampling is not fully repeatable: one file, one seed, four runs, and one
-decoded its last window differently); the order alternates file by file so a slow spell
-does not always land on one side; and `--repeats N` times each side N times per file and
-keeps the fastest of each. The line "transcribe phase / bare" shows what is left: that
-phase is the bare run's decoding plus the DTMF scan, the energy envelope and re-hearing of
-speech no word covered (usually none), so in an undisturbed run it is 1.00-1.05.
+(measured: 6.2 s and 11.5 s to decode one 31 s clip). So both runs of a file start from
+the same CTranslate2 random seed, which makes them decode alike most of the time but not
+always (CTranslate2's sampling is not fully repeatable: one file, one seed, four runs, and
+one decoded its last window differently); the order alternates file by file so a slow
+spell does not always land on one side; and `--repeats N` times each side N times per
+file and keeps the fastest of each (a failed redaction is timed and counted too). The
+line "transcribe phase / bare" shows what is left: that phase is the bare run's decoding
+plus the DTMF scan, the energy envelope and re-hearing of speech no word covered (usually
+none), so in an undisturbed run it is 1.00-1.05.
 
     .venv/bin/python bench/redact_overhead.py [--clips N] [--repeats N] [--seed S]
                                               [--model tiny.en]
@@ -151,28 +152,30 @@ def _run(name: str, files: list[Path], root: Path, transcriber: wiring.Transcrib
     for n, path in enumerate(files):
         seed = zlib.crc32(path.name.encode())
         bare_times: list[float] = []
-        runs: list[tuple[float, Outcome]] = []
+        runs: list[tuple[float, Outcome | None]] = []
         for r in range(repeats):
             if (n + r) % 2 == 0:   # alternate which side goes first
                 ctranslate2.set_random_seed(seed)
                 bare_times.append(bare_transcribe(model, path, beam))
             ctranslate2.set_random_seed(seed)   # mostly the same samples, see above
             t0 = time.perf_counter()
+            result: Outcome | None = None
             try:
-                outcome = wiring.redact_file(path, root / "out" / name / path.name,
-                                             transcriber, cfg)
-                runs.append((time.perf_counter() - t0, outcome))
-            except Exception as exc:  # a failed file is counted, not fatal
+                result = wiring.redact_file(path, root / "out" / name / path.name,
+                                            transcriber, cfg)
+            except Exception as exc:  # a failed file is counted (and timed), not fatal
                 print(f"  {path.name}: {type(exc).__name__}")
+            runs.append((time.perf_counter() - t0, result))
             if (n + r) % 2 == 1:
                 ctranslate2.set_random_seed(seed)
                 bare_times.append(bare_transcribe(model, path, beam))
         bare += min(bare_times)
-        if len(runs) < repeats:
-            failed += 1
-            continue
         took, outcome = min(runs, key=lambda run: run[0])
         redact += took
+        if outcome is None or any(o is None for _t, o in runs):
+            failed += 1
+        if outcome is None:
+            continue
         audio_s += outcome.info.duration * outcome.info.channels
         checked += outcome.verification.checked_seconds
         for k, v in outcome.timings.items():
