@@ -467,7 +467,7 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
         ends_asking = ws[rest[-1] if rest else i].text.rstrip().endswith("?")
         # "my PIN is ...", "my address is ..." (the cue's own last word may be the
         # verb), "let me repeat, <value>"
-        stated = bool(rest) and (toks[rest[0]] in _COPULA or toks[i] in _COPULA
+        stated = bool(rest) and (toks[rest[0]] in _COPULA or toks[i] in _CUE_VERBS
                                  or toks[i].endswith("'s") or label == "DIGITS")
         after = ws[rest[-1]].end if rest else t_cue
         if i in covered and (stated or covered[i] >= after - 0.05):
@@ -494,6 +494,10 @@ _ASK = re.compile(r"(?<![\w'])(?:please|go ahead|ready|can (?:i|you|we)|could (?
 # in the reply.
 _COPULA = {"is", "are", "was", "were", "be", "it's", "its", "would", "will", "should",
            "reads", "says", "ends", "ending", "starts", "of", "number"}
+# Verbs a cue can end in ("address is", "my number is"): such a cue states its value.
+# Not all of `_COPULA`: a cue ending in "number" ("the card number on file, please?")
+# may still ask for it.
+_CUE_VERBS = {"is", "are", "was", "were"}
 # How long a reply can run, by label: a card number said in groups takes seconds.
 _ANSWER_SECONDS = {"CARD_NUMBER": 8.0, "ACCOUNT_NUMBER": 5.0, "SSN": 5.0,
                    "PHONE_NUMBER": 5.0, "ADDRESS": 5.0}
