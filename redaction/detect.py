@@ -230,14 +230,6 @@ def _before(ws: Sequence[Word], toks: Sequence[str], first: int,
     return out[-policy.context_tokens:]
 
 
-def _said_before(ws: Sequence[Word], toks: Sequence[str], first: int) -> str:
-    """The word the same speaker said just before token `first`, without a pause
-    ("" if none)."""
-    ch = ws[first].channel
-    i = next((i for i in range(first - 1, -1, -1) if ws[i].channel == ch), None)
-    return toks[i] if i is not None and ws[first].start - ws[i].end <= 1.0 else ""
-
-
 def _after(ws: Sequence[Word], toks: Sequence[str], last: int, n: int = 4) -> list[str]:
     ch = ws[last].channel
     out: list[str] = []
@@ -294,9 +286,10 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
         if (after and after[0] in _RANKED and _is_ordinal(toks[run.last])
                 and not _phrase_ends(ws, run.last)):
             return None
-        if run.first == run.last and _is_ordinal(toks[run.first]) and _said_before(
-                ws, toks, run.first) in ("a", "an"):
-            return None   # "give me a second", "a third of it": a unit or a share
+        if run.first == run.last and _is_ordinal(toks[run.first]):
+            head = _sentence_head(ws, run.first, limit=1)
+            if head and toks[head[0]] in ("a", "an"):
+                return None   # "give me a second", "a third of it": a unit or a share
         if dated:
             return "CARD_EXPIRY" if near_cue == "CARD_EXPIRY" else "CALL_DATETIME"
         if (before and before[-1] in _HARMLESS_BEFORE) or (after and after[0] in _HARMLESS_AFTER):
