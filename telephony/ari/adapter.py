@@ -189,6 +189,7 @@ class AriProvider:
         self._sweep_interval = sweep_interval
         self._max_recording = max(1, round(max_recording_seconds))
         self._collecting: set[str] = set()        # recording names being collected
+        self._wanted: set[str] = set()            # ...that a sweep met while in flight
         self.collected: deque[str] = deque(maxlen=1000)  # calls whose recording was handed over
         self._refused: set[str] = set()           # recordings the sink refused for good
         self._next_agent = 0                      # round robin position in _agents
@@ -577,14 +578,21 @@ class AriProvider:
 
     async def _collect(self, name: str, *, stop: bool) -> bool:
         """Stop (if asked), fetch, hand to the sink, then delete one recording; True if it
-        reached the sink. Failures leave Asterisk's copy for the next sweep."""
+        reached the sink. Failures leave Asterisk's copy for the next sweep; one that a
+        sweep met in flight is tried again at once."""
         parsed = parse_recording_name(name)
         if parsed is None or self._sink is None or self._record_dir is None \
-                or name in self._collecting or name in self._refused:
+                or name in self._refused:
+            return False
+        if name in self._collecting:
+            # In flight, perhaps waiting on an Asterisk that has since restarted: should
+            # that attempt fail, it goes again at once (see `finally`).
+            self._wanted.add(name)
             return False
         call_id, agent = parsed
         self._collecting.add(name)
         local = self._record_dir / f"{name}.wav"
+        transient = False
         try:
             if stop:
                 await self.client.stop_recording(name)
@@ -614,12 +622,17 @@ class AriProvider:
                       "in Asterisk for an operator", call_id, type(exc).__name__, exc)
             return False
         except Exception as exc:  # storage down, Asterisk gone: keep Asterisk's copy
+            transient = True
             log.warning("ARI: recording of call %s not collected yet (%s); Asterisk keeps "
                         "it for the next sweep", call_id, type(exc).__name__)
             return False
         finally:
             local.unlink(missing_ok=True)
             self._collecting.discard(name)
+            if name in self._wanted:
+                self._wanted.discard(name)
+                if transient:
+                    self._spawn(self._collect(name, stop=False))
 
     async def _sweep(self) -> int:
         """Collect every recording of ours that Asterisk holds and no live call owns."""

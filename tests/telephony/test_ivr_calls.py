@@ -234,6 +234,43 @@ def test_a_failed_sink_leaves_the_recording_in_asterisk_until_a_sweep_collects_i
     assert not any(parse_recording_name(n) for n in _stored_names(sandbox))
 
 
+def test_a_sweep_meeting_a_collection_in_flight_still_gets_the_recording_if_it_fails(
+        sandbox: AsteriskSandbox, pg_dsn: str, tmp_path: Path) -> None:
+    """The race after Asterisk restarts: the call's own collection is still waiting on the
+    old Asterisk when the sweep after reconnecting runs, so the sweep leaves that recording
+    to it; when that collection then fails, the recording is collected again at once
+    rather than waiting for the next periodic sweep (none runs here)."""
+    s = sandbox.settings
+    customers = _customers(pg_dsn, tmp_path)
+    customers.add(ACCOUNT, CALLER, PIN)
+    _speech("This is a short agent line.", "en-us", tmp_path / "agent.wav")
+    got: list[CallRecording] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def sink(recording: CallRecording) -> None:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+            raise OSError("the old Asterisk went away mid-collection")
+        got.append(recording)
+        recording.path.unlink()
+
+    async def calls(ari: AriProvider, driver: IvrDriver) -> None:
+        agent = await _sipp_uas("uas_agent_talk.xml", s.sip_port + AGENT_PORT_OFFSET,
+                                tmp_path, up_ms=4000)
+        caller = await _sipp_uac(s, "uac_pin_235789.xml", tmp_path)
+        assert [(await _done(caller))[0], (await _done(agent))[0]] == [0, 0]
+        await asyncio.wait_for(entered.wait(), 15)
+        assert await ari._sweep() == 0, "the sweep leaves a collection in flight alone"
+        release.set()
+        await _until(lambda: bool(got), 15)
+        [call_id] = driver.verdicts
+        assert [r.call_id for r in got] == [call_id]
+
+    asyncio.run(_with_ivr(sandbox, customers, sink, calls))
+    assert not any(parse_recording_name(n) for n in _stored_names(sandbox))
+
+
 def test_caller_hanging_up_mid_ivr_records_nothing(
         sandbox: AsteriskSandbox, pg_dsn: str, tmp_path: Path) -> None:
     """No agent conversation → no recording is made, handed over or left in Asterisk."""
