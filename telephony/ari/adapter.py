@@ -144,6 +144,9 @@ def parse_recording_name(name: str) -> tuple[str, str | None] | None:
     agent = rest[37:] if rest[36:37] == "-" else ""
     return call_id, agent or None
 _LOCAL = "callvault.local"        # type of our own internal events in the queue
+# Pauses before looking again at channels ARI could not show after reconnecting (it
+# answers 503 for a moment while Asterisk loads its modules).
+_RECHECK_PAUSES = (0.5, 1.0, 2.0)
 
 
 @dataclass
@@ -280,30 +283,55 @@ class AriProvider:
 
     async def _reconcile(self) -> list[Event]:
         """After a (re)subscription: end the calls whose channels Asterisk no longer has
-        (it restarted, or they ended while nobody listened), so no call waits forever."""
+        (it restarted, or they ended while nobody listened), so no call waits forever. A
+        channel that cannot be looked at (ARI still waking up) is looked at again after
+        a pause, a few times, before it is left to the next reconnection."""
         ended: list[Event] = []
-        for call in list(self._calls.values()):
-            try:
-                await self.client.get_channel(call.channel)
-            except CallGone:
-                if call.channel in self._by_channel:
+        calls, legs = list(self._calls.values()), list(self._legs.values())
+        why: dict[str, str] = {}
+        for pause in (0.0, *_RECHECK_PAUSES):
+            legs = [g for g in legs if g.channel in self._legs]  # a teardown ended some
+            if not calls and not legs:
+                break
+            await asyncio.sleep(pause)
+            unsure: list[_Call] = []
+            for call in calls:
+                gone = await self._gone(call.channel, why)
+                if gone is None:
+                    unsure.append(call)
+                elif gone and call.channel in self._by_channel:
                     self._forget(call.channel)
                     self._teardown(call)
                     log.info("ARI: call %s ended while the events stream was down",
                              call.call_id)
                     ended.append(CallEnded(call.call_id, "provider-lost", at=self._clock()))
-            except TelephonyError as exc:
-                log.warning("ARI: cannot check call %s after reconnecting: %s",
-                            call.call_id, exc)
-        for leg in list(self._legs.values()):  # agents who left while nobody listened
-            try:
-                await self.client.get_channel(leg.channel)
-            except CallGone:
-                ended += self._leg_over(leg, self._clock())
-            except TelephonyError as exc:
-                log.warning("ARI: cannot check an agent leg of call %s after reconnecting: "
-                            "%s", leg.call_id, exc)
+            unsure_legs: list[_Leg] = []
+            for leg in legs:  # agents who left while nobody listened
+                gone = await self._gone(leg.channel, why)
+                if gone is None:
+                    unsure_legs.append(leg)
+                elif gone:
+                    ended += self._leg_over(leg, self._clock())
+            calls, legs = unsure, unsure_legs
+        for call in calls:
+            log.warning("ARI: cannot check call %s after reconnecting: %s", call.call_id,
+                        why.get(call.channel, ""))
+        for leg in legs:
+            log.warning("ARI: cannot check an agent leg of call %s after reconnecting: %s",
+                        leg.call_id, why.get(leg.channel, ""))
         return ended
+
+    async def _gone(self, channel: str, why: dict[str, str]) -> bool | None:
+        """Whether Asterisk no longer has `channel`; None if it could not say (the
+        reason goes into `why`)."""
+        try:
+            await self.client.get_channel(channel)
+        except CallGone:
+            return True
+        except TelephonyError as exc:
+            why[channel] = str(exc)
+            return None
+        return False
 
     async def _end_orphans(self) -> None:
         """End what an earlier callvault process left in Asterisk: our bridges nobody here

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +21,7 @@ from ivr.machine import PROMPTS
 from telephony.ari.adapter import SOUNDS, AriProvider
 from telephony.ari.client import AriClient
 from telephony.ari.events import AriEventStream
-from telephony.ari.sandbox import AsteriskSandbox, ari_password
+from telephony.ari.sandbox import AsteriskSandbox, SandboxStartFailed, ari_password
 from telephony.commands import Answer, CollectDigits, Hangup, Play
 from telephony.errors import CallGone, ProviderRejected, ProviderUnavailable
 from telephony.events import CallEnded, CallStarted, Digits, Event, PromptDone
@@ -249,3 +251,63 @@ def test_events_reconnect_after_asterisk_restarts_and_the_next_call_arrives(
     assert went_down and connections == 2
     assert cut_end.call_id == cut.call_id != started.call_id == ended.call_id
     assert rc == 0, err[-2000:]
+
+
+def _crash_and_start(sandbox: AsteriskSandbox) -> None:
+    """Kill Asterisk outright (it hangs nothing up, sends no event), then start it again."""
+    pid = sandbox.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while sandbox.pid() is not None:  # the signal takes a moment
+        assert time.monotonic() < deadline, "Asterisk outlived SIGKILL"
+        time.sleep(0.05)
+    while True:  # its threads may hold the ports a moment after the main one died
+        try:
+            sandbox.start()
+            return
+        except SandboxStartFailed:
+            assert time.monotonic() < deadline, "Asterisk's ports stayed taken"
+            time.sleep(0.1)
+
+
+def test_a_call_cut_by_a_crash_ends_even_when_the_first_look_after_reconnecting_fails(
+        sandbox: AsteriskSandbox, tmp_path: Path) -> None:
+    """Asterisk dies mid-call without a word, and the first look at the cut call's channel
+    after reconnecting fails (ARI still waking up): the call is still ended at once, not
+    left open, its agent busy, until some later reconnection. (Runs last: it kills the
+    module's sandbox.)"""
+    s = sandbox.settings
+    looked: list[str] = []
+
+    async def run() -> tuple[Event, Event]:
+        async with _provider(s) as ari:
+            await asyncio.wait_for(ari.stream.connected.wait(), 10)
+            real = ari.client.get_channel
+
+            async def waking(channel_id: str) -> dict[str, object]:
+                looked.append(channel_id)
+                if len(looked) == 1:
+                    raise ProviderUnavailable("ARI answered 503 (injected)")
+                return await real(channel_id)
+
+            ari.client.get_channel = waking  # type: ignore[method-assign]
+            events = ari.events()
+            caller = await _sipp(s, "uac_answered.xml", tmp_path)
+            try:
+                cut, _ = await _next(events, CallStarted, 15)
+                await ari.commands(cut.call_id, [Answer()])
+                await asyncio.to_thread(_crash_and_start, sandbox)
+                ended, _ = await _next(events, CallEnded, 15)
+            finally:
+                if caller.returncode is None:
+                    caller.kill()  # its Asterisk died: no BYE will come
+                await caller.wait()
+                await events.aclose()  # type: ignore[attr-defined]
+            assert not ari._calls and not ari._by_channel
+        return cut, ended
+
+    cut, ended = asyncio.run(run())
+    assert len(looked) >= 2 and len(set(looked)) == 1, "looked again after the failure"
+    assert isinstance(ended, CallEnded) and isinstance(cut, CallStarted)
+    assert ended.call_id == cut.call_id and ended.cause == "provider-lost"
