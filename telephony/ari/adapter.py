@@ -290,7 +290,6 @@ class AriProvider:
         calls, legs = list(self._calls.values()), list(self._legs.values())
         why: dict[str, str] = {}
         for pause in (0.0, *_RECHECK_PAUSES):
-            legs = [g for g in legs if g.channel in self._legs]  # a teardown ended some
             if not calls and not legs:
                 break
             await asyncio.sleep(pause)
@@ -306,7 +305,7 @@ class AriProvider:
                              call.call_id)
                     ended.append(CallEnded(call.call_id, "provider-lost", at=self._clock()))
             unsure_legs: list[_Leg] = []
-            for leg in legs:  # agents who left while nobody listened
+            for leg in [g for g in legs if g.channel in self._legs]:  # not torn down above
                 gone = await self._gone(leg.channel, why)
                 if gone is None:
                     unsure_legs.append(leg)
@@ -316,7 +315,7 @@ class AriProvider:
         for call in calls:
             log.warning("ARI: cannot check call %s after reconnecting: %s", call.call_id,
                         why.get(call.channel, ""))
-        for leg in legs:
+        for leg in [g for g in legs if g.channel in self._legs]:
             log.warning("ARI: cannot check an agent leg of call %s after reconnecting: %s",
                         leg.call_id, why.get(leg.channel, ""))
         return ended

@@ -107,6 +107,14 @@ async def _with_ivr(sandbox: AsteriskSandbox, customers: object, sink: Recording
                 await runner
 
 
+async def _short_agent_call(s: Settings, workdir: Path) -> None:
+    """A caller with the right PIN talks a few seconds with agent1; both hang up cleanly."""
+    agent = await _sipp_uas("uas_agent_talk.xml", s.sip_port + AGENT_PORT_OFFSET, workdir,
+                            up_ms=4000)
+    caller = await _sipp_uac(s, "uac_pin_235789.xml", workdir)
+    assert [(await _done(caller))[0], (await _done(agent))[0]] == [0, 0]
+
+
 def _recording_row(dsn: str, call_id: str) -> dict[str, object] | None:
     with connect(dsn) as conn:
         row = conn.execute("SELECT id, agent, verdict, status FROM recordings"
@@ -213,10 +221,7 @@ def test_a_failed_sink_leaves_the_recording_in_asterisk_until_a_sweep_collects_i
         recording.path.unlink()
 
     async def calls(ari: AriProvider, driver: IvrDriver) -> None:
-        agent = await _sipp_uas("uas_agent_talk.xml", s.sip_port + AGENT_PORT_OFFSET,
-                                tmp_path, up_ms=4000)
-        caller = await _sipp_uac(s, "uac_pin_235789.xml", tmp_path)
-        assert [(await _done(caller))[0], (await _done(agent))[0]] == [0, 0]
+        await _short_agent_call(s, tmp_path)
         await _until(lambda: not driver.active_calls, 15)
         await asyncio.sleep(1.0)  # the failed collection runs in the background
         [call_id] = driver.verdicts
@@ -256,10 +261,7 @@ def test_a_sweep_meeting_a_collection_in_flight_still_gets_the_recording_if_it_f
         recording.path.unlink()
 
     async def calls(ari: AriProvider, driver: IvrDriver) -> None:
-        agent = await _sipp_uas("uas_agent_talk.xml", s.sip_port + AGENT_PORT_OFFSET,
-                                tmp_path, up_ms=4000)
-        caller = await _sipp_uac(s, "uac_pin_235789.xml", tmp_path)
-        assert [(await _done(caller))[0], (await _done(agent))[0]] == [0, 0]
+        await _short_agent_call(s, tmp_path)
         await asyncio.wait_for(entered.wait(), 15)
         assert await ari._sweep() == 0, "the sweep leaves a collection in flight alone"
         release.set()
