@@ -272,7 +272,7 @@ class AriProvider:
         """Provider-neutral events of every call until `close()`."""
         async for raw in self.stream:
             if raw.get("type") == STREAM_CONNECTED:
-                for ended in await self._reconcile():
+                async for ended in self._reconcile():
                     yield ended
                 await self._end_orphans()
                 if self._sink is not None:
@@ -281,36 +281,42 @@ class AriProvider:
             for event in self._translate(raw):
                 yield event
 
-    async def _reconcile(self) -> list[Event]:
+    async def _reconcile(self) -> AsyncIterator[Event]:
         """After a (re)subscription: end the calls whose channels Asterisk no longer has
         (it restarted, or they ended while nobody listened), so no call waits forever. A
         channel that cannot be looked at (ARI still waking up) is looked at again after
-        a pause, a few times, before it is left to the next reconnection."""
-        ended: list[Event] = []
+        a pause, a few times, before it is left to the next reconnection. Lookups of a
+        round run together, and what a round ends is yielded before the next pause."""
         calls, legs = list(self._calls.values()), list(self._legs.values())
         why: dict[str, str] = {}
         for pause in (0.0, *_RECHECK_PAUSES):
             if not calls and not legs:
                 break
             await asyncio.sleep(pause)
+            if not self.stream.connected.is_set():
+                return  # lost again: the next subscription reconciles afresh
+            gone = await asyncio.gather(*(self._gone(c.channel, why) for c in calls))
+            ended: list[Event] = []
             unsure: list[_Call] = []
-            for call in calls:
-                gone = await self._gone(call.channel, why)
-                if gone is None:
+            for call, verdict in zip(calls, gone, strict=True):
+                if verdict is None:
                     unsure.append(call)
-                elif gone and call.channel in self._by_channel:
+                elif verdict and call.channel in self._by_channel:
                     self._forget(call.channel)
                     self._teardown(call)
                     log.info("ARI: call %s ended while the events stream was down",
                              call.call_id)
                     ended.append(CallEnded(call.call_id, "provider-lost", at=self._clock()))
+            legs = [g for g in legs if g.channel in self._legs]  # not torn down above
+            gone = await asyncio.gather(*(self._gone(g.channel, why) for g in legs))
             unsure_legs: list[_Leg] = []
-            for leg in [g for g in legs if g.channel in self._legs]:  # not torn down above
-                gone = await self._gone(leg.channel, why)
-                if gone is None:
+            for leg, verdict in zip(legs, gone, strict=True):  # agents who left unheard
+                if verdict is None:
                     unsure_legs.append(leg)
-                elif gone:
+                elif verdict:
                     ended += self._leg_over(leg, self._clock())
+            for event in ended:
+                yield event
             calls, legs = unsure, unsure_legs
         for call in calls:
             log.warning("ARI: cannot check call %s after reconnecting: %s", call.call_id,
@@ -318,7 +324,6 @@ class AriProvider:
         for leg in [g for g in legs if g.channel in self._legs]:
             log.warning("ARI: cannot check an agent leg of call %s after reconnecting: %s",
                         leg.call_id, why.get(leg.channel, ""))
-        return ended
 
     async def _gone(self, channel: str, why: dict[str, str]) -> bool | None:
         """Whether Asterisk no longer has `channel`; None if it could not say (the
@@ -619,7 +624,7 @@ class AriProvider:
         call_id, agent = parsed
         self._collecting.add(name)
         local = self._record_dir / f"{name}.wav"
-        transient = False
+        transient = handed = False
         try:
             if stop:
                 await self.client.stop_recording(name)
@@ -634,6 +639,7 @@ class AriProvider:
             size = await self.client.fetch_stored_recording(name, local,
                                                             max_bytes=MAX_RECORDING_BYTES)
             await self._sink(CallRecording(call_id, agent, local))
+            handed = True
             self.collected.append(call_id)
             await self.client.delete_stored_recording(name)
             log.info("ARI: call %s: recording (%d bytes) handed to the vault and deleted "
@@ -658,7 +664,9 @@ class AriProvider:
             self._collecting.discard(name)
             if name in self._wanted:
                 self._wanted.discard(name)
-                if transient:
+                # Not when the vault has it and only Asterisk's delete failed: the next
+                # sweep finishes that (handing it over again is idempotent).
+                if transient and not handed:
                     self._spawn(self._collect(name, stop=False))
 
     async def _sweep(self) -> int:
