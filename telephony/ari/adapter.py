@@ -51,7 +51,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import SecretStr
 
@@ -158,6 +158,8 @@ class _Leg:
     channel: str
     state: str = "ringing"        # ringing → connecting → connected, or → over
 
+
+_Owned = TypeVar("_Owned", _Call, _Leg)   # what holds one of our channels
 
 @dataclass(frozen=True)
 class _Playback:
@@ -295,29 +297,22 @@ class AriProvider:
             await asyncio.sleep(pause)
             if not self.stream.connected.is_set():
                 return  # lost again: the next subscription reconciles afresh
-            gone = await asyncio.gather(*(self._gone(c.channel, why) for c in calls))
+            gone_calls, calls = await self._look(calls, why)
             ended: list[Event] = []
-            unsure: list[_Call] = []
-            for call, verdict in zip(calls, gone, strict=True):
-                if verdict is None:
-                    unsure.append(call)
-                elif verdict and call.channel in self._by_channel:
+            for call in gone_calls:
+                if call.channel in self._by_channel:
                     self._forget(call.channel)
                     self._teardown(call)
                     log.info("ARI: call %s ended while the events stream was down",
                              call.call_id)
                     ended.append(CallEnded(call.call_id, "provider-lost", at=self._clock()))
-            legs = [g for g in legs if g.channel in self._legs]  # not torn down above
-            gone = await asyncio.gather(*(self._gone(g.channel, why) for g in legs))
-            unsure_legs: list[_Leg] = []
-            for leg, verdict in zip(legs, gone, strict=True):  # agents who left unheard
-                if verdict is None:
-                    unsure_legs.append(leg)
-                elif verdict:
-                    ended += self._leg_over(leg, self._clock())
+            # agents who left while nobody listened (not those torn down just above)
+            gone_legs, legs = await self._look(
+                [g for g in legs if g.channel in self._legs], why)
+            for leg in gone_legs:
+                ended += self._leg_over(leg, self._clock())
             for event in ended:
                 yield event
-            calls, legs = unsure, unsure_legs
         for call in calls:
             log.warning("ARI: cannot check call %s after reconnecting: %s", call.call_id,
                         why.get(call.channel, ""))
@@ -325,17 +320,23 @@ class AriProvider:
             log.warning("ARI: cannot check an agent leg of call %s after reconnecting: %s",
                         leg.call_id, why.get(leg.channel, ""))
 
-    async def _gone(self, channel: str, why: dict[str, str]) -> bool | None:
-        """Whether Asterisk no longer has `channel`; None if it could not say (the
-        reason goes into `why`)."""
-        try:
-            await self.client.get_channel(channel)
-        except CallGone:
-            return True
-        except TelephonyError as exc:
-            why[channel] = str(exc)
-            return None
-        return False
+    async def _look(self, items: Sequence[_Owned], why: dict[str, str],
+                    ) -> tuple[list[_Owned], list[_Owned]]:
+        """Look up the channels of `items` together: (those Asterisk no longer has, those
+        it could not say about, with the reason in `why`); the rest it still has."""
+        async def gone(channel: str) -> bool | None:
+            try:
+                await self.client.get_channel(channel)
+            except CallGone:
+                return True
+            except TelephonyError as exc:
+                why[channel] = str(exc)
+                return None
+            return False
+
+        verdicts = await asyncio.gather(*(gone(item.channel) for item in items))
+        return ([i for i, v in zip(items, verdicts, strict=True) if v],
+                [i for i, v in zip(items, verdicts, strict=True) if v is None])
 
     async def _end_orphans(self) -> None:
         """End what an earlier callvault process left in Asterisk: our bridges nobody here

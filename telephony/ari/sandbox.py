@@ -251,12 +251,13 @@ class AsteriskSandbox:
         raise SandboxStartFailed(f"ARI did not answer within {timeout:.0f} s; "
                                  f"see {self.log_path}")
 
-    def stop(self, timeout: float = 20.0) -> bool:
-        """Stop Asterisk (SIGTERM, then SIGKILL); True if it was running."""
+    def stop(self, timeout: float = 20.0, *, sig: int = signal.SIGTERM) -> bool:
+        """Stop Asterisk (SIGTERM, then SIGKILL; `sig=signal.SIGKILL` kills it outright,
+        as a crash would); True if it was running."""
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while _alive(pid):
             if time.monotonic() > deadline:
