@@ -65,7 +65,8 @@ _BEFORE: dict[str, str] = {
                    r"paid|fee|fees|cost|costs|amount|total|price|refund|invoice|due|"
                    r"statement|came to|comes to",
     "ADDRESS": r"live at|living at|address|ship (?:it )?to|send (?:it )?to|mail (?:it )?to|"
-               r"moved to|located at|apartment|apt|suite|unit|zip|postal|postcode",
+               r"moved to|located at|i'm at|i am at|we're at|we are at|apartment|apt|suite|unit|"
+               r"zip|postal|postcode",
 }
 _BEFORE_RE = {k: re.compile(rf"(?<![\w'])(?:{v})(?![\w'])") for k, v in _BEFORE.items()}
 # Ties between cues equally close to the number go to the earlier label here.
@@ -88,7 +89,7 @@ _HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "
                    "day", "days", "week", "weeks", "month", "months", "year", "years",
                    "priority", "person", "people", "way", "ways", "or", "percent", "item",
                    "items", "option", "options"}
-_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay"}
+_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay", "need", "needs", "take", "takes"}
 _NOT_A_DURATION = {"in", "within", "every", "next", "another", "few"}
 # An ordinal that qualifies one of these is a rank, not a day of the month: "the third
 # time", "on the second floor", "my first call".
@@ -167,6 +168,10 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
             end = max(end, _street_end(ws, toks, run.last))
         if label == "CALL_DATETIME":
             end = max(end, _time_tail_end(ws, toks, run.last))
+        if label in ("CALL_DATETIME", "CARD_EXPIRY"):
+            start = min(start, _date_head_start(ws, toks, run.first))
+        if label in _LETTERED:
+            start = min(start, _letter_prefix_start(ws, run.first))
         start, end = _grow(ws, toks, lanes, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
         for i in _cues_before(ws, toks, run.first, policy):
@@ -269,8 +274,16 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
     if run.clock or (after and after[0] in _TIME_AFTER and after[0] != "in"
                      and run.length <= 4):
         return "CALL_DATETIME"
+    if after and after[0] in ("percent", "%", "per"):
+        return None          # "100 percent", "5 per month": a share or a rate
+    if (run.last - run.first == 2 and toks[run.first + 1] == "to" and after
+            and (after[0] in _HARMLESS_AFTER or after[0] == "business")):
+        return None          # "3 to 5 business days": a range, not three digits
     if after[:3] in (["and", "a", "half"], ["and", "a", "quarter"]):
         after = after[3:]    # "one and a half hours"
+    if (run.first == run.last and toks[run.first] in ("one", "1") and after
+            and after[0] in ("sec", "second", "moment")):
+        return None          # "one sec": a request to wait
     if after and after[0] in _DURATION_UNITS:
         # Durations said on a call are call detail unless they are about waiting.
         if (any(b in _WAIT_WORDS for b in before[-4:]) or any(a in _WAIT_WORDS for a in after[:3])
@@ -318,8 +331,54 @@ _PART_OF_DAY = [["in", "the", p] for p in ("morning", "afternoon", "evening", "n
     ["at", "night"], ["this", "morning"], ["last", "night"]]
 
 
+# Values that may start with letters the recogniser writes as a capitalised word: "my
+# customer ID is CX 5590 221", "the account number is AC 4471".
+_LETTERED = {"ACCOUNT_NUMBER", "PIN", "ADDRESS", "DIGITS"}
+
+
+def _letter_prefix_start(ws: Sequence[Word], first: int) -> float:
+    """Start of one to three capital letters said right before a run, as part of it."""
+    prev = next((k for k in range(first - 1, -1, -1) if ws[k].channel == ws[first].channel),
+                None)
+    if prev is None or ws[first].start - ws[prev].end > 0.3:
+        return ws[first].start
+    text = ws[prev].text.strip().rstrip("-")
+    if text.isalpha() and text.isupper() and len(text) <= 3 and text not in ("I", "OK"):
+        return ws[prev].start
+    return ws[first].start
+
+
+# Words that may stand between a month or weekday and the number of its date or time:
+# "Tuesday night around 9", "March the 3rd", "yesterday at 3:15".
+_DATE_LINKS = {"at", "around", "about", "on", "the", "of", "in", "night", "morning",
+               "afternoon", "evening", "early", "late", "last", "this", "next", "past"}
+
+
+_CLOCK_LINKS = {"past", "to", "after", "til", "till"}
+_CLOCK_PARTS = {"quarter", "half", "five", "ten", "twenty", "twenty-five"}
+
+
+def _date_head_start(ws: Sequence[Word], toks: Sequence[str], first: int) -> float:
+    """Start of the month, weekday or day word said just before a date or time ("March
+    3rd", "last Tuesday night around 9"): it belongs to the value."""
+    start = ws[first].start
+    head = _sentence_head(ws, first, limit=5)
+    for k in reversed(head):
+        if _DATE_WORD.fullmatch(toks[k]):
+            start = ws[k].start
+        elif toks[k] not in _DATE_LINKS:
+            break
+    if len(head) >= 2 and toks[head[-1]] in _CLOCK_LINKS and toks[head[-2]] in _CLOCK_PARTS:
+        start = min(start, ws[head[-2]].start)     # "quarter past nine", "ten to six"
+    lead = [k for k in head if ws[k].start < start]
+    if lead and start < ws[first].start and toks[lead[-1]] in ("last", "this", "next", "past"):
+        start = ws[lead[-1]].start
+    return start
+
+
 def _time_tail_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
-    """End of "in the afternoon" / "p m" / "last Monday" said right after a date or time."""
+    """End of "in the afternoon" / "p m" / "last Monday" / "of November" said right after
+    a date or time."""
     ch = ws[last].channel
     idx = [i for i in range(last + 1, min(len(ws), last + 8)) if ws[i].channel == ch][:4]
     nxt = [toks[i] for i in idx]
@@ -327,6 +386,8 @@ def _time_tail_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
     for n in (3, 2):
         if nxt[:n] in _PART_OF_DAY:
             return ws[idx[n - 1]].end
+    if nxt[:1] == ["of"] and len(nxt) > 1 and _DATE_WORD.fullmatch(nxt[1]):
+        return ws[idx[1]].end
     for k, t in enumerate(nxt[:2]):
         if t in ("am", "pm", "a", "p", "m", "a.m", "p.m") or _DATE_WORD.fullmatch(t):
             end = ws[idx[k]].end
@@ -460,12 +521,22 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
         ends_asking = ws[rest[-1] if rest else i].text.rstrip().endswith("?")
         # "my PIN is ...", "my address is ..." (the cue's own last word may be the
         # verb), "let me repeat, <value>"
-        stated = bool(rest) and (toks[rest[0]] in _COPULA or toks[i] in _CUE_VERBS
-                                 or toks[i].endswith("'s") or label == "DIGITS")
+        verb = _stating_verb(toks, i, rest)
+        stated = bool(rest) and (toks[rest[0]] in _COPULA or verb is not None
+                                 or label == "DIGITS")
         after = ws[rest[-1]].end if rest else t_cue
+        asking = ends_asking or bool(_ASK.search(sentence))
+        if i in covered and stated and not asking:
+            # The number that followed is the value, or its end: words said between
+            # the verb and it are its start ("the password is sunflower 1985").
+            gap = [k for k in rest if (verb is None or k > verb)
+                   and ws[k].start < covered[i] - 0.01 and toks[k] not in _FILLER]
+            if gap:
+                out.append(Span(ws[i].channel, ws[gap[0]].start, ws[gap[-1]].end, label))
+            continue
         if i in covered and (stated or covered[i] >= after - 0.05):
             continue
-        if stated and not ends_asking and not _ASK.search(sentence):
+        if stated and not asking:
             out.append(Span(ws[i].channel, t_cue, ws[rest[-1]].end, label))
             continue
         reply = _reply(ws, i, after, _ANSWER_SECONDS.get(label, policy.cue_window_seconds),
@@ -494,6 +565,17 @@ _CUE_VERBS = {"is", "are", "was", "were"}
 # How long a reply can run, by label: a card number said in groups takes seconds.
 _ANSWER_SECONDS = {"CARD_NUMBER": 8.0, "ACCOUNT_NUMBER": 5.0, "SSN": 5.0,
                    "PHONE_NUMBER": 5.0, "ADDRESS": 5.0}
+
+
+def _stating_verb(toks: Sequence[str], i: int, rest: Sequence[int]) -> int | None:
+    """Index of the verb by which the cue ending at `i` states its value: the cue's own
+    last word ("my address is"), or one of the next few words ("the password on the
+    account is ..."). None when the cue only names the value ("the code on the back of
+    the card, please")."""
+    if toks[i] in _CUE_VERBS or toks[i].endswith("'s"):
+        return i
+    return next((k for k in rest[:5] if toks[k] in _CUE_VERBS or toks[k] in ("it's", "its")),
+                None)
 
 
 def _sentence_rest(ws: Sequence[Word], i: int, policy: DetectPolicy) -> list[int]:
