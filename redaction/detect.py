@@ -50,7 +50,8 @@ _ORDINAL_WORDS = {"first", "second", "third", "fourth", "fifth", "sixth", "seven
 _BEFORE: dict[str, str] = {
     "ACCOUNT_NUMBER": r"account|acct|accounts|customer (?:number|id)|member (?:number|id)",
     "PIN": r"pin|pins|pin's|passcode|pass code|password|passphrase|secret|access code|"
-           r"verification code|code is|code's|the code",
+           r"verification code|code is|code's|the code|security answer|maiden name|"
+           r"memorable word",
     "SSN": r"social|ssn|s s n|security number|tax id|socials",
     "CARD_NUMBER": r"card|visa|mastercard|master card|amex|american express|discover|"
                    r"credit|debit|card's",
@@ -64,9 +65,9 @@ _BEFORE: dict[str, str] = {
     "BILL_AMOUNT": r"bill|billed|bills|charge|charged|charges|owe|owed|balance|payment|pay|"
                    r"paid|fee|fees|cost|costs|amount|total|price|refund|invoice|due|"
                    r"statement|came to|comes to",
-    "ADDRESS": r"live at|living at|address|ship (?:it )?to|send (?:it )?to|mail (?:it )?to|"
-               r"moved to|located at|i'm at|i am at|we're at|we are at|apartment|apt|suite|unit|"
-               r"zip|postal|postcode",
+    "ADDRESS": r"live at|living at|live on|living on|address|ship (?:it )?to|send (?:it )?to|"
+               r"mail (?:it )?to|moved to|located at|i'm at|i am at|we're at|we are at|"
+               r"apartment|apt|suite|unit|zip|postal|postcode",
 }
 _BEFORE_RE = {k: re.compile(rf"(?<![\w'])(?:{v})(?![\w'])") for k, v in _BEFORE.items()}
 # Ties between cues equally close to the number go to the earlier label here.
@@ -76,6 +77,8 @@ _MONEY_AFTER = {"dollars", "dollar", "bucks", "cents", "cent", "usd", "pounds", 
 _STREET = {"street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "drive", "dr",
            "boulevard", "blvd", "court", "ct", "way", "place", "pl", "terrace", "circle",
            "parkway", "highway", "hwy", "close", "crescent", "square", "alley", "route"}
+_COMPASS = {"n", "s", "e", "w", "ne", "nw", "se", "sw", "north", "south", "east", "west",
+            "northeast", "northwest", "southeast", "southwest"}
 _UNIT_WORDS = {"apartment", "apt", "unit", "suite", "number", "flat", "no", "#", "floor"}
 _UNIT_NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                       "ten", "a", "b", "c", "d"}
@@ -105,7 +108,9 @@ _STRONG_CUE = re.compile(
     r"password|social|ssn|security number|card number|credit card|debit card|cvv|cvc|"
     r"security code|zip code|postal code|area code|code|expir\w*|phone number|"
     r"number i called|reach me at|call me at|callback number|my number is|the number is|"
-    r"live at|address is|ship (?:it )?to|read (?:that|it|them|this) back|let me repeat|"
+    r"live at|live on|living at|living on|address is|security answer|security question|"
+    r"secret question|secret answer|maiden name|memorable word|ship (?:it )?to|"
+    r"read (?:that|it|them|this) back|let me repeat|"
     r"repeat (?:that|it) back|how much|what (?:date|time|day)|what's the (?:date|time)|"
     r"what is the (?:date|time)|which day|when did|when was|how long)"
     r"(?![\w'])")
@@ -118,7 +123,8 @@ _CUE_LABEL = (("account", "ACCOUNT_NUMBER"), ("acct", "ACCOUNT_NUMBER"), ("pin",
               ("date", "CALL_DATETIME"), ("time", "CALL_DATETIME"), ("day", "CALL_DATETIME"),
               ("when", "CALL_DATETIME"),
               ("expir", "CARD_EXPIRY"), ("card", "CARD_NUMBER"), ("live", "ADDRESS"),
-              ("address", "ADDRESS"), ("ship", "ADDRESS"))
+              ("address", "ADDRESS"), ("ship", "ADDRESS"), ("answer", "PIN"),
+              ("question", "PIN"), ("maiden", "PIN"), ("memorable", "PIN"))
 _MIN_DIGITS = {"PIN": 4, "SSN": 4, "CARD_NUMBER": 12, "CARD_CVV": 3, "ACCOUNT_NUMBER": 5,
                "PHONE_NUMBER": 7, "CARD_EXPIRY": 3}
 _SECONDS_PER_DIGIT = 0.4
@@ -170,6 +176,8 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
             end = max(end, _time_tail_end(ws, toks, run.last))
         if label in ("CALL_DATETIME", "CARD_EXPIRY"):
             start = min(start, _date_head_start(ws, toks, run.first))
+        if label == "CALL_DURATION":
+            start = min(start, _duration_head_start(ws, toks, run.first))
         if label in _LETTERED:
             start = min(start, _letter_prefix_start(ws, run.first))
         start, end = _grow(ws, toks, lanes, run, start, end, policy)
@@ -452,6 +460,9 @@ def _street_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
         return end
     end = ws[idx[suffix_at]].end
     rest = idx[suffix_at + 1:suffix_at + 4]
+    if rest and toks[rest[0]] in _COMPASS:     # "Massachusetts Ave NW"
+        end = ws[rest[0]].end
+        rest = rest[1:]
     if rest and toks[rest[0]] in _UNIT_WORDS:
         for i in rest[1:]:
             if not any(c.isdigit() for c in toks[i]) and toks[i] not in _UNIT_NUMBER_WORDS:
@@ -535,6 +546,8 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
                 out.append(Span(ws[i].channel, ws[gap[0]].start, ws[gap[-1]].end, label))
             continue
         if i in covered and (stated or covered[i] >= after - 0.05):
+            if label == "PIN" and asking and not stated:
+                out.extend(_reply_before_number(ws, toks, i, after, covered[i], policy))
             continue
         if stated and not asking:
             out.append(Span(ws[i].channel, t_cue, ws[rest[-1]].end, label))
@@ -572,10 +585,23 @@ def _stating_verb(toks: Sequence[str], i: int, rest: Sequence[int]) -> int | Non
     last word ("my address is"), or one of the next few words ("the password on the
     account is ..."). None when the cue only names the value ("the code on the back of
     the card, please")."""
-    if toks[i] in _CUE_VERBS or toks[i].endswith("'s"):
-        return i
+    if toks[i] in _CUE_VERBS or toks[i].endswith("'s") or toks[i] in ("at", "on", "to"):
+        return i            # "my address is", "reach me at", "ship it to"
     return next((k for k in rest[:5] if toks[k] in _CUE_VERBS or toks[k] in ("it's", "its")),
                 None)
+
+
+def _reply_before_number(ws: Sequence[Word], toks: Sequence[str], i: int, after: float,
+                         number: float, policy: DetectPolicy) -> list[Span]:
+    """The words of a secret's reply said before the number that ended it: "could I get
+    the password?" - "blue sky 42"."""
+    reply = _reply(ws, i, after, policy.cue_window_seconds, policy)
+    if reply is None:
+        return []
+    channel, start, end = reply
+    gap = [w for k, w in enumerate(ws) if k > i and w.channel == channel
+           and start <= w.start < min(end, number - 0.01) and toks[k] not in _FILLER]
+    return [Span(channel, gap[0].start, gap[-1].end, "PIN")] if gap else []
 
 
 def _sentence_rest(ws: Sequence[Word], i: int, policy: DetectPolicy) -> list[int]:
@@ -685,6 +711,15 @@ def _repeats(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]
 _CALL_LENGTH_CUE = {"lasted", "last", "lasting", "duration", "call", "calls", "talked",
                     "talk", "spoke", "phone", "line", "long", "length", "connected"}
 _WORDED_AMOUNT = {"a", "an", "half", "quarter"}
+
+
+def _duration_head_start(ws: Sequence[Word], toks: Sequence[str], first: int) -> float:
+    """Start of "an hour and" said before "20 minutes": the larger unit of one length."""
+    head = _sentence_head(ws, first, limit=3)
+    if (len(head) == 3 and toks[head[2]] == "and" and toks[head[1]] in ("hour", "hours")
+            and toks[head[0]] in _WORDED_AMOUNT | {"one"}):
+        return ws[head[0]].start
+    return ws[first].start
 
 
 def _worded_durations(ws: Sequence[Word], toks: Sequence[str],

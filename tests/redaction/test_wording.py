@@ -10,9 +10,10 @@ business (`test_recall.py`).
 `[...]` marks the words that must be muted: the value itself, not its unit ("[47]
 minutes") nor its cue. " || " ends a speaker's turn; the next turn is on the other channel
 (a dual-channel call). The first two sets were written, measured and the rules mended
-against them; the third was written after those mends and measured once before its own
-(32/37 found and 11/15 harmless kept by the rules before any of these mends, 35/37 after
-the first two sets' mends); the README gives the figures.
+against them; the third and then the fourth were each written after the mends before
+them and measured once before their own, as held-out checks (the README gives the
+figures). Whisper's formatting of clearly spoken values ("10.45 p.m.", "12/03/2025",
+"$1,299.00", "Ave NW") is in the fourth.
 """
 
 from __future__ import annotations
@@ -276,6 +277,50 @@ THIRD_HARMLESS = [
     "Hang on one second.",
 ]
 
+FOURTH = [
+    "The call was on [March 3rd, 2025].",
+    "It was [10.45 p.m.] on [12/03/2025].",
+    "That's on [3/12] at [9 a.m.]",
+    "Yes, the [3rd of March], around [10 p.m.]",
+    "What's the password on the account? || It's [marmalade].",
+    "Could I get the password, please? || [Blue sky 42].",
+    "Do you have a verbal password on the account? || Yes, [pineapple].",
+    "Can you give me the security answer? || Uh, [Fluffy].",
+    "What's your mother's maiden name? || [Henderson].",
+    "My card number is [4532-7788-1234-5678].",
+    "The CVV is [0-4-1].",
+    "The expiry is [0-4 slash 2-8].",
+    "My phone is [415-555-0192], that's my cell.",
+    "The number that called me was [1 (800) 555-0110].",
+    "I made a call to Mexico on the [4th].",
+    "My account number is [0-0-1-7-7-4-5-9-2-2].",
+    "Account? || [7741-0093-22].",
+    "It's [$1,299.00] for the phone.",
+    "My bill was [$89.99], and then [$104.50] the next month.",
+    "The total's a [hundred] dollars even.",
+    "I'm at [12 Main St.], [Apt. 4B].",
+    "I live on [Elm Street], number [42].",
+    "My address: [4400 Massachusetts Ave NW], Washington.",
+    "The zip is [9-0-2-1-0].",
+    "The PIN is [3-3-3-3].",
+    "It's [3, 4, 1, 2], my PIN.",
+    "My SSN is [5-5-5-1-2-3-4-5-6].",
+    "I was on for [an] hour and [20] minutes.",
+    "The call was [12] minutes and [30] seconds long.",
+]
+
+FOURTH_HARMLESS = [
+    "Can you hold for 2 minutes?",
+    "My phone is 3 years old.",
+    "There are 2 charges I don't understand.",
+    "I'm calling for the second time today.",
+    "I bought it 2 months ago.",
+    "That's the 1st thing I checked.",
+    "The screen is 6.1 inches.",
+    "It's a 2-year contract.",
+    "I've had the same number since high school.",
+]
+
 
 def _call(line: str) -> tuple[list[Word], list[bool]]:
     """Words 0.32 s long every 0.4 s, turns 0.8 s apart; and which are marked sensitive."""
@@ -300,7 +345,7 @@ def _muted(spans: list[Span], w: Word) -> float:
                for s in spans if s.channel == w.channel) / (w.end - w.start)
 
 
-@pytest.mark.parametrize("line", [*FIRST, *SECOND, *THIRD])
+@pytest.mark.parametrize("line", [*FIRST, *SECOND, *THIRD, *FOURTH])
 def test_every_marked_word_is_muted(line: str) -> None:
     """Each word of each value is muted (>= 90 % of it), from the rules alone."""
     words, marked = _call(line)
@@ -311,7 +356,8 @@ def test_every_marked_word_is_muted(line: str) -> None:
     assert not left, f"words {left} of the value are still heard"
 
 
-@pytest.mark.parametrize("line", [*FIRST_HARMLESS, *SECOND_HARMLESS, *THIRD_HARMLESS])
+@pytest.mark.parametrize("line", [*FIRST_HARMLESS, *SECOND_HARMLESS, *THIRD_HARMLESS,
+                                  *FOURTH_HARMLESS])
 def test_harmless_lines_are_left_alone(line: str) -> None:
     """Numbers that carry no CPNI ("press 1", "3 to 5 business days") stay audible."""
     words, _ = _call(line)
