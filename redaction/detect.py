@@ -67,7 +67,7 @@ _BEFORE: dict[str, str] = {
                    r"statement|came to|comes to",
     "ADDRESS": r"live at|living at|live on|living on|address|ship (?:it )?to|send (?:it )?to|"
                r"mail (?:it )?to|moved to|located at|i'm at|i am at|we're at|we are at|"
-               r"apartment|apt|suite|unit|zip|postal|postcode",
+               r"apartment|apt|suite|unit|zip|postal|postcode|box",
 }
 _BEFORE_RE = {k: re.compile(rf"(?<![\w'])(?:{v})(?![\w'])") for k, v in _BEFORE.items()}
 # Ties between cues equally close to the number go to the earlier label here.
@@ -92,7 +92,9 @@ _HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "
                    "day", "days", "week", "weeks", "month", "months", "year", "years",
                    "priority", "person", "people", "way", "ways", "or", "percent", "item",
                    "items", "option", "options"}
-_WAIT_WORDS = {"wait", "waiting", "hold", "queue", "delay", "need", "needs", "take", "takes"}
+_WAIT_WORDS = {"wait", "waiting", "waited", "hold", "queue", "delay", "need", "needs", "take",
+               "takes", "give"}
+_FUTURE = {"i'll", "we'll", "you'll", "it'll", "will", "gonna", "going"}
 _NOT_A_DURATION = {"in", "within", "every", "next", "another", "few"}
 # An ordinal that qualifies one of these is a rank, not a day of the month: "the third
 # time", "on the second floor", "my first call".
@@ -106,7 +108,7 @@ _RANKED = {"time", "times", "floor", "call", "calls", "attempt", "try", "place",
 _STRONG_CUE = re.compile(
     r"(?<![\w'])(?:(?:account|acct) (?:number|no|num|is|ending)|pin|passcode|pass code|"
     r"password|social|ssn|security number|card number|credit card|debit card|cvv|cvc|"
-    r"security code|zip code|postal code|area code|code|expir\w*|phone number|"
+    r"security code|zip code|postal code|postcode|post code|area code|code|expir\w*|phone number|"
     r"number i called|reach me at|call me at|callback number|my number is|the number is|"
     r"live at|live on|living at|living on|address is|security answer|security question|"
     r"secret question|secret answer|maiden name|memorable word|ship (?:it )?to|"
@@ -117,7 +119,8 @@ _STRONG_CUE = re.compile(
 _CUE_LABEL = (("account", "ACCOUNT_NUMBER"), ("acct", "ACCOUNT_NUMBER"), ("pin", "PIN"),
               ("pass", "PIN"), ("social", "SSN"), ("ssn", "SSN"), ("security number", "SSN"),
               ("cvv", "CARD_CVV"), ("cvc", "CARD_CVV"), ("security code", "CARD_CVV"),
-              ("zip", "ADDRESS"), ("postal", "ADDRESS"), ("area", "PHONE_NUMBER"),
+              ("zip", "ADDRESS"), ("postal", "ADDRESS"), ("post", "ADDRESS"),
+              ("area", "PHONE_NUMBER"),
               ("code", "PIN"), ("read", "DIGITS"), ("repeat", "DIGITS"),
               ("how much", "BILL_AMOUNT"), ("how long", "CALL_DURATION"),
               ("date", "CALL_DATETIME"), ("time", "CALL_DATETIME"), ("day", "CALL_DATETIME"),
@@ -162,8 +165,11 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         lanes.setdefault(w.channel, []).append(i)
     spans: list[Span] = []
     covered_cues: dict[int, float] = {}   # cue word -> start of the number that followed
+    last: dict[int, Span] = {}      # each channel's last sensitive run
     for run in _runs_per_channel(ws, toks):
         label = _label(run, ws, toks, policy)
+        if label is None:
+            label = _continued(ws, toks, run, last.get(ws[run.first].channel))
         if label is None:
             continue
         start, end = ws[run.first].start, ws[run.last].end
@@ -182,13 +188,33 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
             start = min(start, _letter_prefix_start(ws, run.first))
         start, end = _grow(ws, toks, lanes, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
+        last[ws[run.first].channel] = spans[-1]
         for i in _cues_before(ws, toks, run.first, policy):
             covered_cues.setdefault(i, ws[run.first].start)
     spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
     spans.extend(_worded_durations(ws, toks, lanes))
+    spans.extend(_worded_times(ws, toks, lanes))
     spans.extend(_repeats(ws, toks, lanes, spans))
     return sorted(spans, key=lambda s: (s.channel, s.start))
+
+
+# Words that join the pieces of one value said with a break: "4 4 1 and then 9 2".
+_JOINERS = {"and", "then", "uh", "um", "er", "dash", "hyphen", "sorry", "next"}
+
+
+def _continued(ws: Sequence[Word], toks: Sequence[str], run: NumberRun,
+               prev: Span | None) -> str | None:
+    """The label of the sensitive run this one continues, if only joining words and at
+    most 1.5 s lie between them."""
+    if prev is None or not 0 <= ws[run.first].start - prev.end <= 1.5:
+        return None
+    for k in range(run.first - 1, -1, -1):        # words are in time order
+        if ws[k].start < prev.end - 0.01:
+            break
+        if ws[k].channel == ws[run.first].channel and toks[k] not in _JOINERS:
+            return None
+    return prev.label
 
 
 def _grow(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]], run: NumberRun,
@@ -293,9 +319,11 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
             and after[0] in ("sec", "second", "moment")):
         return None          # "one sec": a request to wait
     if after and after[0] in _DURATION_UNITS:
-        # Durations said on a call are call detail unless they are about waiting.
+        # Durations said on a call are call detail unless they are about waiting, are
+        # yet to come ("I'll be 5 minutes") or are a time zone ("3 hours behind").
         if (any(b in _WAIT_WORDS for b in before[-4:]) or any(a in _WAIT_WORDS for a in after[:3])
-                or (before and before[-1] in _NOT_A_DURATION)):
+                or (before and before[-1] in _NOT_A_DURATION)
+                or any(b in _FUTURE for b in before[-3:]) or after[1:2] in (["behind"], ["ahead"])):
             return None
         return "CALL_DURATION"
     cue = _closest_cue(ctx)
@@ -749,6 +777,15 @@ def _worded_durations(ws: Sequence[Word], toks: Sequence[str],
             out.append(Span(ws[i].channel, ws[same[first]].start, ws[same[last]].end,
                             "CALL_DURATION"))
     return out
+
+
+def _worded_times(ws: Sequence[Word], toks: Sequence[str],
+                  lanes: dict[int, list[int]]) -> list[Span]:
+    """Times said with no digit: "the call was at noon", "around midnight"."""
+    return [Span(ws[i].channel, ws[i].start, ws[i].end, "CALL_DATETIME")
+            for same in lanes.values() for pos, i in enumerate(same)
+            if toks[i] in ("noon", "midnight") and pos > 0
+            and toks[same[pos - 1]] in ("at", "around", "about", "after", "before", "by", "past")]
 
 
 def _custom_terms(ws: Sequence[Word], toks: Sequence[str], policy: DetectPolicy) -> list[Span]:

@@ -10,10 +10,11 @@ business (`test_recall.py`).
 `[...]` marks the words that must be muted: the value itself, not its unit ("[47]
 minutes") nor its cue. " || " ends a speaker's turn; the next turn is on the other channel
 (a dual-channel call). The first two sets were written, measured and the rules mended
-against them; the third and then the fourth were each written after the mends before
+against them; the third to the sixth were each written after the mends before
 them and measured once before their own, as held-out checks (the README gives the
 figures). Whisper's formatting of clearly spoken values ("10.45 p.m.", "12/03/2025",
-"$1,299.00", "Ave NW") is in the fourth.
+"$1,299.00", "Ave NW") is in the fourth, British wording ("ring me on", "quid") in the
+sixth.
 """
 
 from __future__ import annotations
@@ -321,6 +322,83 @@ FOURTH_HARMLESS = [
     "I've had the same number since high school.",
 ]
 
+FIFTH = [
+    "I see your last payment of [$84.20] on [November 3rd].",
+    "I see a [14]-minute call to [212-555-0101] on the [3rd] at [4:02 PM].",
+    "Your plan is [$70] a month.",
+    "My account number is [4-5-6], uh, [7-8-9-0].",
+    "It's [5-5-5]... sorry, [5-5-6-0-1-2-3].",
+    "My password is [B-L-U-E-4-2].",
+    "The last 4 digits are [8-8-2-1].",
+    "My date of birth is [4/12/1985].",
+    "It was [eighty-four twenty].",
+    "The call was from [7:05] to [7:52 PM].",
+    "My bill is usually like [60], but this month it's [140].",
+    "I was charged twice, [29.99] each.",
+    "I pay [45] a month.",
+    "It was around [3] in the afternoon.",
+    "The call was at [noon].",
+    "My new PIN will be [9-1-1-9].",
+    "Change my PIN to [4-3-2-1], please.",
+    "The old address was [77 Sunset Boulevard].",
+    "Please send the bill to PO Box [1234].",
+    "My husband's number is [503-555-0123].",
+    "Can you tell me the last 4 of the card on file? || It ends in [1-1-2-2].",
+    "What's the billing zip? || [2-0-0-0-1].",
+    "And the expiration? || [Oh-nine, twenty-six].",
+    "I don't remember my PIN. Maybe it's [1987]?",
+    "My account number, I have it here, [901-44-778].",
+    "The verification code was [six two eight four one nine].",
+    "My passcode is my dog's name, [Biscuit].",
+]
+
+FIFTH_HARMLESS = [
+    "Give me 2 seconds to pull that up.",
+    "I'll be 5 minutes.",
+    "We're 3 hours behind you.",
+    "It's 70 degrees here.",
+    "My laptop runs Windows 10.",
+    "I'm on iOS 17.",
+    "Those are the top 3 reasons people call.",
+    "There are 9 of us in the house.",
+    "I'll give you a call back tomorrow.",
+    "Your ticket has been escalated to tier 2.",
+]
+
+SIXTH = [
+    "My postcode is [M1 1AE].",
+    "I'm in flat [3], [22 Victoria Road].",
+    "The bill was [£45.50] this month.",
+    "It came to [45] quid.",
+    "Ring me on [07700 900123].",
+    "Your last bill was [62] dollars and [40] cents.",
+    "The call to [555-0199] lasted [12] minutes.",
+    "It's [4 4 1] and then [9 2].",
+    "The [5th of May] at [half past 3].",
+    "My account is [two three four, five six seven, eight nine].",
+    "I think the account number is [2-3-4-5-6-7]. || And the PIN? || [0-9-0-9].",
+    "Sorry, what was the card number again? || [4-1-1-1, 1-1-1-1, 1-1-1-1, 1-1-1-1].",
+    "Can you confirm the phone number we have on file? || Sure, it's [7-1-8, 5-5-5, 0-1-4-4].",
+    "What's the amount you'd like to pay? || [Fifty] dollars.",
+    "When did you make that call? || [Last Thursday], around [6].",
+    "How long did it last? || Maybe [10] minutes.",
+    "My security answer is [Springfield Elementary].",
+    "The answer to my security question is [Rex].",
+    "Your balance of [$56.12] is due on the [21st].",
+    "I'll read back your address: [1200 Ocean Drive], [unit 5].",
+]
+
+SIXTH_HARMLESS = [
+    "Cheers, thanks for your help.",
+    "I've got 2 kids on my plan.",
+    "Is there a 5 pound fee for that?",
+    "Number 2, I want to change my plan.",
+    "I'll hold, no problem.",
+    "It rang about 5 times and then cut off.",
+    "I waited 20 minutes for someone to answer.",
+    "There are 3 things I need help with.",
+]
+
 
 def _call(line: str) -> tuple[list[Word], list[bool]]:
     """Words 0.32 s long every 0.4 s, turns 0.8 s apart; and which are marked sensitive."""
@@ -345,7 +423,7 @@ def _muted(spans: list[Span], w: Word) -> float:
                for s in spans if s.channel == w.channel) / (w.end - w.start)
 
 
-@pytest.mark.parametrize("line", [*FIRST, *SECOND, *THIRD, *FOURTH])
+@pytest.mark.parametrize("line", [*FIRST, *SECOND, *THIRD, *FOURTH, *FIFTH, *SIXTH])
 def test_every_marked_word_is_muted(line: str) -> None:
     """Each word of each value is muted (>= 90 % of it), from the rules alone."""
     words, marked = _call(line)
@@ -357,7 +435,7 @@ def test_every_marked_word_is_muted(line: str) -> None:
 
 
 @pytest.mark.parametrize("line", [*FIRST_HARMLESS, *SECOND_HARMLESS, *THIRD_HARMLESS,
-                                  *FOURTH_HARMLESS])
+                                  *FOURTH_HARMLESS, *FIFTH_HARMLESS, *SIXTH_HARMLESS])
 def test_harmless_lines_are_left_alone(line: str) -> None:
     """Numbers that carry no CPNI ("press 1", "3 to 5 business days") stay audible."""
     words, _ = _call(line)
