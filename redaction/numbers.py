@@ -10,6 +10,7 @@ they spell. It knows nothing of what the number means; `detect` labels runs by c
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,8 +38,9 @@ _HOMOPHONES = {"to": "2", "too": "2", "for": "4", "fore": "4", "won": "1", "ate"
 # "oh" and "o" are zero only next to another number ("oh nine"), never alone ("oh, okay").
 _WEAK_ZERO = {"oh", "o"}
 
-_NUMERIC = re.compile(r"^\$?\d[\d,.\-:/]*(?:st|nd|rd|th|s|am|pm|%)?$")
-_MIXED = re.compile(r"^(?=.*\d)[a-z0-9\-]{3,}$")
+_NUMERIC = re.compile(r"^\$?\d[\d,.\-:/]*(?:st|nd|rd|th|s|am|pm|%)?$", re.ASCII)
+_MIXED = re.compile(r"^(?=.*\d)[a-z0-9\-]{3,}$", re.ASCII)
+_DIGITS = frozenset("0123456789")
 _STRIP = re.compile(r"^[^\w$]+|[^\w%]+$")
 
 
@@ -58,7 +60,10 @@ class NumberRun:
 
 
 def normalise(token: str) -> str:
-    """Lower-case a recognised word and strip the punctuation Whisper attaches to it."""
+    """Lower-case a recognised word, write any script's digits as ASCII ("๒" -> "2") and
+    strip the punctuation Whisper attaches to it."""
+    token = "".join(str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c
+                    for c in token)
     return _STRIP.sub("", token.strip().lower())
 
 
@@ -93,7 +98,7 @@ def token_kind(tok: str) -> str:
 
 def _numeric_digits(tok: str) -> str:
     body = re.sub(r"(st|nd|rd|th|s|am|pm|%)$", "", tok)
-    return re.sub(r"\D", "", body)
+    return re.sub(r"[^0-9]", "", body)
 
 
 def _mixed_digits(tok: str) -> str:
@@ -106,9 +111,9 @@ def _mixed_digits(tok: str) -> str:
     if len(parts) > 1:
         kept = [p for p in parts if not (p.isalpha() and len(p) >= 3 and not
                                           _is_word_number(p))]
-        return "".join(_mixed_digits(p) if any(c.isdigit() for c in p) else
+        return "".join(_mixed_digits(p) if any(c in _DIGITS for c in p) else
                        words_to_digits([p]) for p in kept if p)
-    return "".join(c if c.isdigit() else "x" for c in tok if c.isalnum())
+    return "".join(c if c in _DIGITS else "x" for c in tok if c.isalnum())
 
 
 def unit_suffix(tok: str) -> str | None:

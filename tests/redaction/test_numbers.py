@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
@@ -133,7 +133,15 @@ def test_written_digits_with_separators(n: int, sep: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
+@example("\u0e50")          # a Thai zero: once passed through as a "digit" of its own
+@example("x\u00b2 4\u00b2")  # superscript two: a digit to str.isdigit(), not a decimal
 def test_arbitrary_text_never_crashes(text: str) -> None:
     """Hostile strings give runs whose digits are digits or 'x', never an exception."""
     for run in find_runs(_tokens(text)):
         assert run.digits and set(run.digits) <= set("0123456789x")
+
+
+def test_digits_of_other_scripts_are_read_as_digits() -> None:
+    """A value written in Arabic-Indic or Thai digits is still a value (fail closed)."""
+    assert _runs("\u0664\u0665\u0666\u0667") == ["4567"]
+    assert _runs("\u0e51\u0e52\u0e53") == ["123"]
