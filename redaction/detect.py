@@ -424,10 +424,10 @@ def _time_tail_end(ws: Sequence[Word], toks: Sequence[str], last: int) -> float:
             return ws[idx[n - 1]].end
     if nxt[:1] == ["of"] and len(nxt) > 1 and _DATE_WORD.fullmatch(nxt[1]):
         return ws[idx[1]].end
-    for k, t in enumerate(nxt[:2]):
+    for k, t in enumerate(nxt[:3]):
         if t in ("am", "pm", "a", "p", "m", "a.m", "p.m") or _DATE_WORD.fullmatch(t):
             end = ws[idx[k]].end
-        else:
+        elif t not in ("earlier", "later", "this", "last", "on"):   # "earlier today"
             break
     return end
 

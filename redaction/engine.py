@@ -171,6 +171,9 @@ def _listen(reader: WavReader, channel: int, transcriber: Transcriber, cfg: Reda
 _UNHEARD_SECONDS = 1.0   # voiced audio at least this long with no word on it is re-heard
 _WORD_REACH = 0.2        # a word accounts for this much audio either side of its stamps
 _RESCUE_SHARE = 0.25     # at most this share of a channel is re-heard
+# A word stamped longer than this did not take that long to say: Whisper stretched it
+# over speech it skipped ("the" over a 3 s PIN). Only its ends account for audio.
+_LONGEST_WORD = 1.5
 
 
 def _rescue(reader: WavReader, channel: int, voiced: npt.NDArray[np.bool_],
@@ -180,17 +183,23 @@ def _rescue(reader: WavReader, channel: int, voiced: npt.NDArray[np.bool_],
 
     Whisper sometimes jumps over part of its 30 s window (its timestamp tokens run ahead
     of the audio), and a long digit string is where that happens most: the speech is
-    there and no word covers it. Every voiced stretch of `_UNHEARD_SECONDS` or more that
-    no word accounts for is transcribed again on its own, with a little context, and the
-    words heard inside it are added. DTMF tones (muted anyway) are not speech; and at
-    most `share` of the channel is re-heard, so hours of music on hold cannot double
-    the work.
+    there and no word covers it, or one word's stamps stretch over it. Every voiced
+    stretch of `_UNHEARD_SECONDS` or more that no word accounts for is transcribed again
+    on its own, with a little context, and the words heard inside it are added. DTMF
+    tones (muted anyway) are not speech; and at most `share` of the channel is re-heard,
+    so hours of music on hold cannot double the work.
     """
     if not len(voiced):
         return []
     covered = np.zeros_like(voiced)
     reach = int(_WORD_REACH / _FRAME)
-    for start, end in [(w.start, w.end) for w in words] + [(t.start, t.end) for t in tones]:
+    stamps = [(t.start, t.end) for t in tones]
+    for w in words:
+        if w.end - w.start > _LONGEST_WORD:
+            stamps += [(w.start, w.start + _LONGEST_WORD / 3), (w.end - _LONGEST_WORD / 3, w.end)]
+        else:
+            stamps.append((w.start, w.end))
+    for start, end in stamps:
         covered[max(0, int(start / _FRAME) - reach):int(end / _FRAME) + reach + 1] = True
     gaps = np.concatenate([[False], voiced & ~covered, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(gaps))

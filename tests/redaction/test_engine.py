@@ -156,6 +156,27 @@ def test_speech_no_word_covers_is_heard_again(
     assert sum(c.isdigit() for c in caller) >= 8
 
 
+def test_a_word_stretched_over_skipped_speech_does_not_hide_it(
+        sample: tuple[Path, list[tuple[int, float, float, str]]], settings: Settings) -> None:
+    """Whisper sometimes stamps one short word over seconds it skipped ("the" from 25.3 to
+    28.3 s over a PIN): such a word accounts only for its ends, and the speech under it is
+    heard again, digits and all."""
+    src, utterances = sample
+    ch, a, b, _ = max((u for u in utterances if u[0] == 1), key=lambda u: u[2] - u[1])
+    lo, hi = a + 1.0, b - 1.0                  # the caller's longest turn, less its edges
+    transcriber = wiring.transcriber(settings)
+    cfg = wiring.redact_config(settings)
+    info = probe(src, max_seconds=cfg.max_duration)
+    with WavReader(src, info) as reader:
+        words, env, _tones = engine._listen(reader, ch, transcriber, cfg, lambda _f: None)
+        voiced = engine._voiced(env, cfg.snap_bridge)
+        kept = [w for w in words if w.end <= lo or w.start >= hi]
+        stretched = [*kept, Word("the", lo, hi, 0.4, ch)]
+        again = engine._rescue(reader, ch, voiced, stretched, [], transcriber, cfg)
+    inside = [w for w in again if lo <= (w.start + w.end) / 2 <= hi]
+    assert sum(c.isdigit() for w in inside for c in w.text) >= 4
+
+
 def test_batch_directory_keeps_going(sample: tuple[Path, list[tuple[int, float, float, str]]],
                                      tmp_path: Path) -> None:
     """A directory batch redacts the good files, reports the bad one, and exits with its
