@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages: espeak-ng and sox make the test speech and the demo call;
+# Debian packages: espeak-ng and sox make the test speech and the demo call; flite's
+# voices speak the held-out corpus (voices the detection was not tuned on);
 # libsndfile1 backs soundfile (its wheel bundles one, the system copy is the fallback);
 # debootstrap builds the Asterisk sandbox's chroot; sip-tester is SIPp, the test phones;
 # chromium is the browser the QA app's tests drive through Playwright (no browser download).
-APT_PACKAGES := espeak-ng sox libsndfile1 debootstrap sip-tester chromium
+APT_PACKAGES := espeak-ng flite sox libsndfile1 debootstrap sip-tester chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install apt venv asterisk demo test lint typecheck pytest bench clean

@@ -209,7 +209,8 @@ def test_number_inside_a_question_does_not_answer_it() -> None:
 @pytest.mark.parametrize(("text", "said"), [
     ("we spoke on the 14th in the afternoon. okay", "14th in the afternoon."),
     ("it was at 7 in the morning. thanks", "7 in the morning."),
-    ("I called at 5 p m yesterday", "5 p m"),
+    ("I called at 5 p m yesterday", "5 p m yesterday"),   # the day is the call's too
+    ("I have at 6 .15 earlier today, is that right?", "6 .15 earlier today,"),
 ])
 def test_time_of_day_words_go_with_the_time(text: str, said: str) -> None:
     """"In the afternoon" after a number makes it a time of day, and is redacted with it."""
@@ -275,3 +276,15 @@ def test_redacted_text_replaces_values() -> None:
     text = redacted_text(words, spans, 0)
     assert "[PIN]" in text and "thanks" in text
     assert not any(d in text for d in "7391")
+
+
+def test_a_number_stamped_too_short_is_widened_evenly() -> None:
+    """Whisper stamps a long number too short ("8094" over 0.68 s for 1.87 s of speech):
+    a run of 3+ digits gets at least 0.25 s a digit, half each side; a short word stays."""
+    words = [Word("reference", 12.18, 12.48), Word("8094.", 13.92, 14.60), Word("So", 15.78, 15.92)]
+    (span,) = detect(words)
+    assert span.end - span.start == pytest.approx(1.0)
+    assert span.start == pytest.approx(13.92 - 0.16) and span.end == pytest.approx(14.60 + 0.16)
+    (span,) = detect([Word("4", 1.0, 1.1), Word("4", 1.1, 1.2), Word("1", 1.2, 1.3),
+                      Word("9", 1.3, 2.5)])
+    assert (span.start, span.end) == (1.0, 2.5)          # already 1.5 s: left alone

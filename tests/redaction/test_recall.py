@@ -19,6 +19,13 @@ run repeats on one machine, and every run writes its figures and the CPU to
 artifacts/recall.json. Until the recogniser is better the speech assertions are
 regression floors under the lowest figures measured (recall 0.76, over-redaction 0.12 to
 0.17 with this version's detection, harmless kept 0.81), not the targets.
+
+A second, held-out corpus is spoken by flite's voices (the same scripts, other speech)
+on a seed that was never looked at while the rules were mended: there Whisper hears the
+values far better, and recall came out at 43/44 with over-redaction 0.15, so the gap on
+the espeak-ng corpus is mostly the recogniser on robotic 8 kHz speech, while
+over-redaction is the rules' and the padding's on both. Its figures go to
+artifacts/recall-flite.json.
 """
 
 from __future__ import annotations
@@ -39,12 +46,27 @@ pytestmark = pytest.mark.slow
 
 SEED = 20261204
 N_CLIPS = 24
+# The held-out corpus: flite's voices, a seed never looked at while the rules were mended.
+FLITE_SEED = 4242
+FLITE_CLIPS = 16
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clip], Score, list[str]]:
-    root = tmp_path_factory.mktemp("recall")
-    clips = build_corpus(root / "in", seed=SEED, n_clips=N_CLIPS)
+    return _measure(tmp_path_factory.mktemp("recall"), "espeak-ng", SEED, N_CLIPS,
+                    "recall.json")
+
+
+@pytest.fixture(scope="module")
+def flite_results(tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[list[Clip], Score, list[str]]:
+    return _measure(tmp_path_factory.mktemp("recall-flite"), "flite", FLITE_SEED,
+                    FLITE_CLIPS, "recall-flite.json")
+
+
+def _measure(root: Path, synth: str, seed: int, n_clips: int,
+             artifact: str) -> tuple[list[Clip], Score, list[str]]:
+    clips = build_corpus(root / "in", seed=seed, n_clips=n_clips, synth=synth)
     settings = load_settings(None, state_dir=root / "state")
     transcriber = wiring.transcriber(settings)
     cfg = wiring.redact_config(settings)
@@ -65,8 +87,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clip], Score
     merged = merge_scores(scores)
     artifacts = Path(__file__).resolve().parents[2] / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "recall.json").write_text(json.dumps({
-        "clips": len(clips), "failed": len(failures), "recall": merged.recall(),
+    (artifacts / artifact).write_text(json.dumps({
+        "synth": synth, "seed": seed, "clips": len(clips), "failed": len(failures),
+        "recall": merged.recall(),
         "items": [merged.items_muted, merged.items_total],
         "dtmf_recall": merged.dtmf_recall(), "over_redaction": merged.over_redaction(),
         "harmless_kept": [merged.harmless_kept, merged.harmless_total],
@@ -136,3 +159,22 @@ def test_harmless_numbers_kept(results: tuple[list[Clip], Score, list[str]]) -> 
     """Most harmless numbers ("press one", "a two minute wait") are left audible."""
     _, merged, _ = results
     assert merged.harmless_kept >= HARMLESS_KEPT_FLOOR * merged.harmless_total
+
+
+# Measured on 2026-12-05 (AVX-512 machine): see the README, "Voices the corpus does not use".
+FLITE_RECALL_FLOOR = 0.90
+FLITE_OVER_REDACTION_CEILING = 0.20
+FLITE_HARMLESS_KEPT_FLOOR = 0.7
+
+
+def test_held_out_voices(flite_results: tuple[list[Clip], Score, list[str]]) -> None:
+    """The same detection over flite's voices, on a seed the rules were not tuned on:
+    every clip proven clean, DTMF all muted, and speech no worse than measured. Clearer
+    speech than espeak-ng's is heard far better (the README has the figures)."""
+    _, merged, failures = flite_results
+    assert failures == []
+    assert merged.dtmf_total == 0 or merged.dtmf_recall() == 1.0
+    missed = [(m.label, round(m.start, 2)) for m in merged.missed]
+    assert merged.recall() >= FLITE_RECALL_FLOOR, missed
+    assert merged.over_redaction() <= FLITE_OVER_REDACTION_CEILING
+    assert merged.harmless_kept >= FLITE_HARMLESS_KEPT_FLOOR * merged.harmless_total

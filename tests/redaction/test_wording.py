@@ -402,6 +402,8 @@ SIXTH_HARMLESS = [
 # Lines Whisper wrote for the flite corpus (README, "Voices the corpus does not use").
 HEARD_ON_FLITE = [
     "I have at [6 .15] earlier [today], is that correct?",
+    "No, it's on the [22nd] round, [12] in the afternoon.",
+    "Just to confirm, [seven] minutes. Wait, I mean, [an] hour and [two] minutes.",
 ]
 
 

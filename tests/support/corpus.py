@@ -35,6 +35,7 @@ import random
 import re
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1206,21 +1207,54 @@ def _trim(x: FloatArray, threshold: float = 0.01) -> FloatArray:
     return x[int(loud[0]) : int(loud[-1]) + 1]
 
 
+SYNTHS = ("espeak-ng", "flite")
+# flite's built-in English voices: two diphone voices and three statistical ones. The
+# limited-domain awb_time (it only says times) is left out.
+_FLITE_VOICES = ("slt", "rms", "awb", "kal16", "kal")
+
+
 class _Synth:
-    def __init__(self, workdir: Path) -> None:
+    """Speaks one piece. espeak-ng is the corpus's own synthesizer; flite gives voices the
+    detection was never tuned on (the same texts, timing and line, other speech)."""
+
+    def __init__(self, workdir: Path, engine: str = "espeak-ng") -> None:
+        if engine not in SYNTHS:
+            raise ValueError(f"unknown synthesizer {engine!r}")
         self.workdir = workdir
+        self.engine = engine
         self.count = 0
 
     def __call__(self, text: str, voice: str, speed: int, pitch: int) -> FloatArray:
         self.count += 1
         wav = self.workdir / f"piece{self.count:05d}.wav"
-        cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), text]
+        if self.engine == "flite":
+            # One espeak-ng voice string (one speaker of the call) is always one flite
+            # voice; speed becomes a duration stretch; flite's pitch is its voice's own.
+            fv = _FLITE_VOICES[zlib.crc32(voice.encode()) % len(_FLITE_VOICES)]
+            cmd = ["flite", "-voice", fv, "--setf", f"duration_stretch={175 / speed:.3f}",
+                   "-t", text, "-o", str(wav)]
+        else:
+            cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav),
+                   text]
         subprocess.run(cmd, check=True, capture_output=True)
         data, rate = sf.read(str(wav), dtype="float64")
         wav.unlink()
+        x = np.asarray(data, dtype=np.float64)
         if rate != _ESPEAK_RATE:
-            raise RuntimeError(f"unexpected espeak-ng sample rate {rate}")
-        return _trim(np.asarray(data, dtype=np.float64))
+            if self.engine == "espeak-ng":
+                raise RuntimeError(f"unexpected espeak-ng sample rate {rate}")
+            x = _resample(x, rate, _ESPEAK_RATE)
+        return _trim(x)
+
+
+def _resample(x: FloatArray, rate: int, to: int) -> FloatArray:
+    """Mono ``x`` from ``rate`` to ``to`` with sox (its default, delay-compensated)."""
+    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1"]
+    cmd = ["sox", "-V1", "-D", *raw, "-r", str(rate), "-", *raw, "-r", str(to), "-",
+           "rate", str(to)]
+    data = np.ascontiguousarray(x, dtype=np.float32).tobytes()
+    proc = subprocess.run(cmd, input=data, capture_output=True, check=True)
+    return np.frombuffer(proc.stdout, dtype=np.float32).astype(np.float64)
 
 
 def _band_limit_resample(x: FloatArray, rate: int) -> FloatArray:
@@ -1304,6 +1338,7 @@ def build_clip(
     required_labels: Sequence[str] = (),
     min_seconds: float = 8.0,
     max_seconds: float = 40.0,
+    synth: str = "espeak-ng",
 ) -> Clip:
     """Synthesize one call into ``out_dir/name.wav`` and return what it contains."""
     if channels not in (1, 2):
@@ -1325,7 +1360,7 @@ def build_clip(
     tail = int(rng.uniform(0.3, 1.0) * er)
 
     with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
-        synth = _Synth(Path(tmp))
+        speak = _Synth(Path(tmp), synth)
 
         def render(turns: list[_Turn]) -> int:
             pos = cursor
@@ -1352,7 +1387,7 @@ def build_clip(
                     s_speed = speed
                     if seg.label not in (None, HARMLESS) and rng.random() < 0.6:
                         s_speed = max(130, speed - rng.randint(0, 25))  # slower for numbers
-                    audio = synth(seg.text, spk.voice, s_speed, pitch)
+                    audio = speak(seg.text, spk.voice, s_speed, pitch)
                     placed.append(_Placed(ch, pos, audio, gain, seg.label, seg.text))
                     pos += len(audio)
             return pos
@@ -1508,13 +1543,15 @@ def build_corpus(
     rates: Sequence[int] = (8000, 16000),
     stereo_fraction: float = 0.25,
     dtmf_fraction: float = 0.3,
+    synth: str = "espeak-ng",
 ) -> list[Clip]:
     """Build ``n_clips`` calls in ``out_dir``; the same seed always gives the same corpus.
 
     Every label in LABELS is required somewhere in the corpus (spread round-robin over the
     clips, at most 4 per clip, so from 3 clips on every label appears), encodings and rates are
     cycled so that all of them appear, and the stereo and DTMF clips are
-    ``round(n_clips * fraction)`` clips picked at random.
+    ``round(n_clips * fraction)`` clips picked at random. ``synth`` picks the speech:
+    ``"espeak-ng"`` (the corpus's own) or ``"flite"`` (voices detection was not tuned on).
     """
     if n_clips <= 0:
         return []
@@ -1542,6 +1579,7 @@ def build_corpus(
             encoding=enc,
             with_dtmf=i in with_dtmf,
             required_labels=[lab for j, lab in enumerate(labels) if j % n_clips == i][:4],
+            synth=synth,
         )
 
     workers = max(1, min(n_clips, os.cpu_count() or 1, 8))

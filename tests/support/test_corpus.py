@@ -16,6 +16,7 @@ from tests.support.corpus import (
     HARMLESS,
     LABELS,
     SUBTYPES,
+    SYNTHS,
     Clip,
     Item,
     Score,
@@ -29,10 +30,17 @@ SEED = 20240607
 N_CLIPS = 3
 
 
+@pytest.fixture(scope="module", params=SYNTHS)
+def synth(request: pytest.FixtureRequest) -> str:
+    """Every synthesizer the corpus speaks with: each must give exact spans."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
-    """Three clips built once for the whole module."""
-    return build_corpus(tmp_path_factory.mktemp("corpus"), seed=SEED, n_clips=N_CLIPS)
+def corpus(tmp_path_factory: pytest.TempPathFactory, synth: str) -> list[Clip]:
+    """Three clips built once per synthesizer."""
+    return build_corpus(tmp_path_factory.mktemp("corpus"), seed=SEED, n_clips=N_CLIPS,
+                        synth=synth)
 
 
 def _encoding(clip: Clip) -> str:
@@ -174,14 +182,14 @@ def test_dtmf_tones_are_the_recorded_digits(corpus: list[Clip]) -> None:
     assert tones >= 3
 
 
-def test_same_seed_same_corpus(corpus: list[Clip], tmp_path: Path) -> None:
+def test_same_seed_same_corpus(corpus: list[Clip], synth: str, tmp_path: Path) -> None:
     """The same seed rebuilds identical items and audio; another seed does not."""
-    again = build_corpus(tmp_path / "again", seed=SEED, n_clips=N_CLIPS)
+    again = build_corpus(tmp_path / "again", seed=SEED, n_clips=N_CLIPS, synth=synth)
     for a, b in zip(corpus, again, strict=True):
         assert a.path.name == b.path.name
         assert (a.channel_items, a.speech, a.dtmf) == (b.channel_items, b.speech, b.dtmf)
         assert a.path.read_bytes() == b.path.read_bytes()
-    other = build_corpus(tmp_path / "other", seed=SEED + 1, n_clips=1)
+    other = build_corpus(tmp_path / "other", seed=SEED + 1, n_clips=1, synth=synth)
     assert other[0].channel_items != corpus[0].channel_items
 
 
@@ -296,3 +304,14 @@ def test_values_are_said_many_ways() -> None:
         if label not in ("CALL_DURATION", "CALL_DATETIME"):
             assert any(any(c.isdigit() for c in s) for s in said), label
         assert any(not any(c.isdigit() for c in s) for s in said), label
+
+
+def test_flite_speaks_other_audio_with_the_same_script(tmp_path: Path) -> None:
+    """Same seed, other synthesizer: the same items in the same order, other audio."""
+    a = build_corpus(tmp_path / "espeak", seed=SEED, n_clips=1)[0]
+    b = build_corpus(tmp_path / "flite", seed=SEED, n_clips=1, synth="flite")[0]
+    assert [[(i.label, i.text) for i in ch] for ch in a.channel_items] == \
+        [[(i.label, i.text) for i in ch] for ch in b.channel_items]
+    assert a.path.read_bytes() != b.path.read_bytes()
+    with pytest.raises(ValueError, match="unknown synthesizer"):
+        build_corpus(tmp_path / "x", seed=SEED, n_clips=1, synth="festival")
