@@ -172,6 +172,7 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         lanes.setdefault(w.channel, []).append(i)
     spans: list[Span] = []
     covered_cues: dict[int, float] = {}   # cue word -> start of the number that followed
+    valued: set[int] = set()              # cue words followed by a number of 3+ digits
     last: dict[int, Span] = {}      # each channel's last sensitive run
     for run in _runs_per_channel(ws, toks):
         label = _label(run, ws, toks, policy)
@@ -199,7 +200,9 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         last[ws[run.first].channel] = spans[-1]
         for i in _cues_before(ws, toks, run.first, policy):
             covered_cues.setdefault(i, ws[run.first].start)
-    spans.extend(_uncovered_cues(ws, toks, covered_cues, muted, policy))
+            if run.length >= 3:
+                valued.add(i)
+    spans.extend(_uncovered_cues(ws, toks, covered_cues, valued, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
     spans.extend(_worded_durations(ws, toks, lanes))
     spans.extend(_worded_times(ws, toks, lanes))
@@ -567,12 +570,15 @@ def _cue_ending_at(toks: Sequence[str], i: int) -> re.Match[str] | None:
 
 
 def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, float],
-                    muted: Sequence[Span], policy: DetectPolicy) -> list[Span]:
+                    valued: set[int], muted: Sequence[Span],
+                    policy: DetectPolicy) -> list[Span]:
     """Redact the answer that follows a secret's cue.
 
     It applies only when no number was heard after the cue (the recogniser turned the
     digits into words); for a question, a number inside the question itself ("what's the
-    time of the call?" heard as "the time one mark?") does not count. In a statement
+    time of the call?" heard as "the time one mark?") does not count, unless it has three
+    digits or more and comes within a second of the cue ("is this about the account
+    ending in 2006?"). In a statement
     ("my PIN is ...") the answer is the rest of the cue's sentence, up to a pause
     (`cue_gap`) and at most `cue_window_seconds`. In a question, a request or a bare
     name of the value ("the code on the back of the card, please"), or when the sentence
@@ -608,7 +614,11 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
             if gap:
                 out.append(Span(ws[i].channel, ws[gap[0]].start, ws[gap[-1]].end, label))
             continue
-        if i in covered and (stated or covered[i] >= after - 0.05):
+        if i in covered and (stated or covered[i] >= after - 0.05 or not asking
+                             or (i in valued and covered[i] - t_cue <= 1.0)):
+            # The number that followed is the value: said after the sentence, in a
+            # sentence that asks nothing ("expiring date March of 25."), or, 3+ digits,
+            # right after the cue even in a question ("the account ending in 2006, or?").
             if label == "PIN" and asking and not stated:
                 out.extend(_reply_before_number(ws, toks, i, after, covered[i], policy))
             continue

@@ -288,3 +288,18 @@ def test_a_number_stamped_too_short_is_widened_evenly() -> None:
     (span,) = detect([Word("4", 1.0, 1.1), Word("4", 1.1, 1.2), Word("1", 1.2, 1.3),
                       Word("9", 1.3, 2.5)])
     assert (span.start, span.end) == (1.0, 2.5)          # already 1.5 s: left alone
+
+
+def test_a_value_heard_in_the_cue_s_own_sentence_satisfies_it() -> None:
+    """The value said in the cue's sentence is the answer, so the next sentence is not:
+    in a statement ("expiring date March of 25."), and in a question when 3+ digits come
+    right after the cue ("is this about the account ending in 2006, or?"). Both were
+    heard on the flite corpus, and the next sentence was muted."""
+    stated = _timed((0, 0.0, "Expiring date March of 25."),
+                    (0, 3.0, "Step one. Turn the phone off and on again."))
+    assert [_said(stated, s) for s in detect(stated)] == ["March of 25."]
+    asked = _timed((0, 0.0, "Is this about the account ending in 2006 or?"),
+                   (1, 3.5, "I'm on the second floor, the signal is bad."))
+    spans = detect(asked)
+    assert any("2006" in _said(asked, s) for s in spans)
+    assert all(s.channel == 0 for s in spans)       # the caller's reply stays audible
