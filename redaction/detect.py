@@ -92,9 +92,12 @@ _HARMLESS_AFTER = {"moment", "moments", "second", "sec", "minute", "question", "
                    "day", "days", "week", "weeks", "month", "months", "year", "years",
                    "priority", "person", "people", "way", "ways", "or", "percent", "item",
                    "items", "option", "options"}
-_WAIT_WORDS = {"wait", "waiting", "waited", "hold", "queue", "delay", "need", "needs", "take",
-               "takes", "give"}
-_FUTURE = {"i'll", "we'll", "you'll", "it'll", "will", "gonna", "going"}
+_WAIT_WORDS = {"wait", "waiting", "waited", "hold", "queue", "delay"}
+# Time someone needs or will take, said by the same speaker just before the number: "give
+# me 2 seconds", "I'll need about 5 minutes", "it'll take 10 minutes". Only contractions:
+# "will" and "going" also come in call detail ("it kept going for 40 minutes").
+_INTENT = {"need", "needs", "take", "takes", "give", "i'll", "we'll", "you'll", "it'll",
+           "gonna"}
 _NOT_A_DURATION = {"in", "within", "every", "next", "another", "few"}
 # An ordinal that qualifies one of these is a rank, not a day of the month: "the third
 # time", "on the second floor", "my first call".
@@ -172,8 +175,8 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         lanes.setdefault(w.channel, []).append(i)
     spans: list[Span] = []
     covered_cues: dict[int, float] = {}   # cue word -> start of the number that followed
-    valued: set[int] = set()              # cue words followed by a number of 3+ digits
-    last: dict[int, Span] = {}      # each channel's last sensitive run
+    answers: dict[int, tuple[str, int]] = {}   # cue word -> (label, digits) of that number
+    last: dict[int, tuple[str, int]] = {}      # each channel's last sensitive run: label, word
     for run in _runs_per_channel(ws, toks):
         label = _label(run, ws, toks, policy)
         if label is None:
@@ -197,12 +200,11 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         start, end = _stretch_to_length(ws, run, start, end, policy)
         start, end = _grow(ws, toks, lanes, run, start, end, policy)
         spans.append(Span(ws[run.first].channel, start, end, label))
-        last[ws[run.first].channel] = spans[-1]
+        last[ws[run.first].channel] = (label, run.last)
         for i in _cues_before(ws, toks, run.first, policy):
             covered_cues.setdefault(i, ws[run.first].start)
-            if run.length >= 3:
-                valued.add(i)
-    spans.extend(_uncovered_cues(ws, toks, covered_cues, valued, muted, policy))
+            answers.setdefault(i, (label, run.length))
+    spans.extend(_uncovered_cues(ws, toks, covered_cues, answers, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
     spans.extend(_worded_durations(ws, toks, lanes))
     spans.extend(_worded_times(ws, toks, lanes))
@@ -215,17 +217,16 @@ _JOINERS = {"and", "then", "uh", "um", "er", "dash", "hyphen", "sorry", "next"}
 
 
 def _continued(ws: Sequence[Word], toks: Sequence[str], run: NumberRun,
-               prev: Span | None) -> str | None:
-    """The label of the sensitive run this one continues, if only joining words and at
-    most 1.5 s lie between them."""
-    if prev is None or not 0 <= ws[run.first].start - prev.end <= 1.5:
+               prev: tuple[str, int] | None) -> str | None:
+    """The label of the sensitive run (label, last word) this one continues, if only
+    joining words and at most 1.5 s lie between their words."""
+    if prev is None or ws[run.first].start - ws[prev[1]].end > 1.5:
         return None
-    for k in range(run.first - 1, -1, -1):        # words are in time order
-        if ws[k].start < prev.end - 0.01:
-            break
-        if ws[k].channel == ws[run.first].channel and toks[k] not in _JOINERS:
-            return None
-    return prev.label
+    channel = ws[run.first].channel
+    if any(ws[k].channel == channel and toks[k] not in _JOINERS
+           for k in range(prev[1] + 1, run.first)):
+        return None
+    return prev[0]
 
 
 def _stretch_to_length(ws: Sequence[Word], run: NumberRun, start: float, end: float,
@@ -236,7 +237,7 @@ def _stretch_to_length(ws: Sequence[Word], run: NumberRun, start: float, end: fl
     if run.length < policy.min_digits_stretched or stamped >= need:
         return start, end
     half = (need - stamped) / 2
-    return min(start, ws[run.first].start - half), max(end, ws[run.last].end + half)
+    return max(0.0, min(start, ws[run.first].start - half)), max(end, ws[run.last].end + half)
 
 
 def _grow(ws: Sequence[Word], toks: Sequence[str], lanes: dict[int, list[int]], run: NumberRun,
@@ -330,10 +331,12 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
     if run.clock or (after and after[0] in _TIME_AFTER and after[0] != "in"
                      and run.length <= 4):
         return "CALL_DATETIME"
-    if after and after[0] in ("percent", "%", "per"):
-        return None          # "100 percent", "5 per month": a share or a rate
-    if (run.last - run.first == 2 and toks[run.first + 1] == "to" and after
-            and (after[0] in _HARMLESS_AFTER or after[0] == "business")):
+    told = [*([glued] if glued else []), *_after_in_sentence(ws, toks, run.last, 6)]
+    if run.length <= 3 and told[:1] in (["percent"], ["%"]):
+        return None          # "100 percent": a share
+    if (run.length == 3 and run.last - run.first == 2 and toks[run.first + 1] == "to"
+            and len({w.channel for w in ws[run.first:run.last + 1]}) == 1
+            and told and (told[0] in _HARMLESS_AFTER or told[0] == "business")):
         return None          # "3 to 5 business days": a range, not three digits
     if after[:3] in (["and", "a", "half"], ["and", "a", "quarter"]):
         after = after[3:]    # "one and a half hours"
@@ -344,10 +347,10 @@ def _label(run: NumberRun, ws: Sequence[Word], toks: Sequence[str],
         # Durations said on a call are call detail unless they are about waiting, are
         # yet to come ("I'll be 5 minutes") or are a time zone ("3 hours behind"). What
         # follows counts only within the sentence: "seven minutes. Wait, I mean ..."
-        told = [*([glued] if glued else []), *_after_in_sentence(ws, toks, run.last, 6)]
+        own = [toks[k] for k in _sentence_head(ws, run.first, limit=3)]
         if (any(b in _WAIT_WORDS for b in before[-4:]) or any(a in _WAIT_WORDS for a in told)
                 or (before and before[-1] in _NOT_A_DURATION)
-                or any(b in _FUTURE for b in before[-3:]) or after[1:2] in (["behind"], ["ahead"])):
+                or any(b in _INTENT for b in own) or told[1:2] in (["behind"], ["ahead"])):
             return None
         return "CALL_DURATION"
     cue = _closest_cue(ctx)
@@ -398,6 +401,8 @@ def _looks_like_date(run: NumberRun, toks: Sequence[str], before: Sequence[str],
         return True
     if _is_ordinal(toks[run.last]) and before and before[-1] == "the":
         return True
+    if len(before) >= 2 and before[-1] in _CLOCK_LINKS and before[-2] in _CLOCK_PARTS:
+        return True                     # "quarter past nine", "half past 3"
     return bool(before) and before[-1] == "at" and 1 <= run.length <= 4 and not run.money
 
 
@@ -443,7 +448,7 @@ def _date_head_start(ws: Sequence[Word], toks: Sequence[str], first: int) -> flo
         elif toks[k] not in _DATE_LINKS:
             break
     if len(head) >= 2 and toks[head[-1]] in _CLOCK_LINKS and toks[head[-2]] in _CLOCK_PARTS:
-        start = min(start, ws[head[-2]].start)     # "quarter past nine", "ten to six"
+        start = min(start, ws[head[-2]].start)     # "quarter past nine", "ten past 4"
     lead = [k for k in head if ws[k].start < start]
     if lead and start < ws[first].start and toks[lead[-1]] in ("last", "this", "next", "past"):
         start = ws[lead[-1]].start
@@ -570,15 +575,15 @@ def _cue_ending_at(toks: Sequence[str], i: int) -> re.Match[str] | None:
 
 
 def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, float],
-                    valued: set[int], muted: Sequence[Span],
+                    answers: dict[int, tuple[str, int]], muted: Sequence[Span],
                     policy: DetectPolicy) -> list[Span]:
     """Redact the answer that follows a secret's cue.
 
     It applies only when no number was heard after the cue (the recogniser turned the
     digits into words); for a question, a number inside the question itself ("what's the
-    time of the call?" heard as "the time one mark?") does not count, unless it has three
-    digits or more and comes within a second of the cue ("is this about the account
-    ending in 2006?"). In a statement
+    time of the call?" heard as "the time one mark?") does not count, unless it is of the
+    cue's kind, has three digits or more and comes within a second of the cue ("is this
+    about the account ending in 2006?"). In a statement
     ("my PIN is ...") the answer is the rest of the cue's sentence, up to a pause
     (`cue_gap`) and at most `cue_window_seconds`. In a question, a request or a bare
     name of the value ("the code on the back of the card, please"), or when the sentence
@@ -614,17 +619,23 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
             if gap:
                 out.append(Span(ws[i].channel, ws[gap[0]].start, ws[gap[-1]].end, label))
             continue
-        if i in covered and (stated or covered[i] >= after - 0.05 or not asking
-                             or (i in valued and covered[i] - t_cue <= 1.0)):
-            # The number that followed is the value: said after the sentence, in a
-            # sentence that asks nothing ("expiring date March of 25."), or, 3+ digits,
-            # right after the cue even in a question ("the account ending in 2006, or?").
+        own = i in answers and _same_kind(answers[i][0], label)
+        if i in covered and (stated or covered[i] >= after - 0.05 or (own and not asking)
+                             or (own and answers[i][1] >= 3 and covered[i] - t_cue <= 1.0)):
+            # The number that followed is the value: said after the sentence; or, when it
+            # was taken for the cue's own kind of value, in a sentence that asks nothing
+            # ("expiring date March of 25.") or, 3+ digits, right after the cue even in a
+            # question ("the account ending in 2006, or?"). A number of another kind
+            # ("what's the PIN for account 55123?") does not answer the cue.
             if label == "PIN" and asking and not stated:
                 out.extend(_reply_before_number(ws, toks, i, after, covered[i], policy))
             continue
         if stated and not asking:
             out.append(Span(ws[i].channel, t_cue, ws[rest[-1]].end, label))
-            continue
+            if verb is None or verb == i or toks[rest[0]] in _COPULA:
+                continue
+            # A verb a few words on may only mention the value ("the passcode on the
+            # account is needed to proceed"): the reply is muted as well.
         reply = _reply(ws, i, after, _ANSWER_SECONDS.get(label, policy.cue_window_seconds),
                        policy)
         if reply is None:
@@ -651,6 +662,14 @@ _CUE_VERBS = {"is", "are", "was", "were"}
 # How long a reply can run, by label: a card number said in groups takes seconds.
 _ANSWER_SECONDS = {"CARD_NUMBER": 8.0, "ACCOUNT_NUMBER": 5.0, "SSN": 5.0,
                    "PHONE_NUMBER": 5.0, "ADDRESS": 5.0}
+
+
+_DATES = {"CARD_EXPIRY", "CALL_DATETIME"}
+
+
+def _same_kind(heard: str, cued: str) -> bool:
+    """A number labelled `heard` can be the value a cue for `cued` asks for."""
+    return cued in (heard, "DIGITS") or {heard, cued} <= _DATES
 
 
 def _stating_verb(toks: Sequence[str], i: int, rest: Sequence[int]) -> int | None:

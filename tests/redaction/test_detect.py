@@ -50,6 +50,10 @@ def _labels(text: str, **kw: object) -> list[str]:
         ("we talked for an hour and a half", "CALL_DURATION"),
         ("it was on the 20th at 1pm", "CALL_DATETIME"),
         ("the call on the 14th in the afternoon", "CALL_DATETIME"),
+        # near the harmless rules: a rate, and call detail said with "going" or "will"
+        ("I pay 45 per month", "BILL_AMOUNT"),
+        ("the call kept going for 40 minutes", "CALL_DURATION"),
+        ("the bill will show a 45 minute call", "CALL_DURATION"),
     ],
 )
 def test_sensitive_numbers_are_labelled(text: str, label: str) -> None:
@@ -303,3 +307,13 @@ def test_a_value_heard_in_the_cue_s_own_sentence_satisfies_it() -> None:
     spans = detect(asked)
     assert any("2006" in _said(asked, s) for s in spans)
     assert all(s.channel == 0 for s in spans)       # the caller's reply stays audible
+
+
+def test_capital_letters_before_an_id_are_part_of_it() -> None:
+    """"CX 559022": the letters said right before the digits are muted with them; "I"
+    and "OK" are words, not letters of an ID."""
+    words = [Word("my", 0.0, 0.3), Word("reference", 0.4, 0.9), Word("CX", 1.1, 1.4),
+             Word("559022", 1.5, 3.5)]                 # 6 digits over 2 s: no stretching
+    assert [(s.start, s.end) for s in detect(words)] == [(1.1, 3.5)]
+    words[2] = Word("OK", 1.1, 1.4)
+    assert [(s.start, s.end) for s in detect(words)] == [(1.5, 3.5)]

@@ -406,6 +406,31 @@ HEARD_ON_FLITE = [
     "Just to confirm, [seven] minutes. Wait, I mean, [an] hour and [two] minutes.",
 ]
 
+# Values a review of the mends found left audible by them (a number of another kind taken
+# for a cue's answer, "per", wait words on the other side of the call, ...): all are muted.
+REVIEWED = [
+    "What's the PIN for account 55123? || [Biscuit].",
+    "Can I have the password for account 55123? || [bluebird].",
+    "Could you verify your social for account 55123? || [won to three for]",
+    "Okay, and the passcode on account 5 5 1 2 3. || [Biscuit].",
+    "It's [4111 1111 1111 1111] per my records",
+    "I called [212 555 0148] per your advice",
+    "it's [123 45 6789]. Per your request, that's my social.",
+    "I pay [45] per month",
+    "The fee is [12] per line",
+    "The call lasted [42] minutes and I need a refund",
+    "I need to dispute a [42] minute call",
+    "It was a [38] minute call, can you give me a credit?",
+    "Will the [42] minute call be refunded?",
+    "The call was going for [42] minutes",
+    "That call was really long. || Okay, I'll note that. || [42] minutes, I think.",
+    "The passcode on the account is needed to proceed. || Sure, [Biscuit].",
+    "I live at [4 4 2 1] and then [9 2]",
+    "The call was at [quarter past nine]",
+    "We spoke at [half past 3]",
+    "it was about [ten past 4]",
+]
+
 
 def _call(line: str) -> tuple[list[Word], list[bool]]:
     """Words 0.32 s long every 0.4 s, turns 0.8 s apart; and which are marked sensitive."""
@@ -431,7 +456,7 @@ def _muted(spans: list[Span], w: Word) -> float:
 
 
 @pytest.mark.parametrize("line", [*FIRST, *SECOND, *THIRD, *FOURTH, *FIFTH, *SIXTH,
-                                  *HEARD_ON_FLITE])
+                                  *HEARD_ON_FLITE, *REVIEWED])
 def test_every_marked_word_is_muted(line: str) -> None:
     """Each word of each value is muted (>= 90 % of it), from the rules alone."""
     words, marked = _call(line)
