@@ -17,6 +17,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from typing import NamedTuple
 
 from redaction.numbers import NumberRun, find_runs, normalise, unit_suffix
 from redaction.spans import Span
@@ -136,6 +137,14 @@ _MIN_DIGITS = {"PIN": 4, "SSN": 4, "CARD_NUMBER": 12, "CARD_CVV": 3, "ACCOUNT_NU
 _SECONDS_PER_DIGIT = 0.4
 
 
+class _Answer(NamedTuple):
+    """The first number said after a cue word: when it starts, its label, its digits."""
+
+    start: float
+    label: str
+    digits: int
+
+
 @dataclass(frozen=True, slots=True)
 class DetectPolicy:
     """Tunable parts of detection; the defaults are what the corpus tests measured."""
@@ -174,8 +183,7 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
     for i, w in enumerate(ws):
         lanes.setdefault(w.channel, []).append(i)
     spans: list[Span] = []
-    covered_cues: dict[int, float] = {}   # cue word -> start of the number that followed
-    answers: dict[int, tuple[str, int]] = {}   # cue word -> (label, digits) of that number
+    answers: dict[int, _Answer] = {}     # cue word -> the first number said after it
     last: dict[int, tuple[str, int]] = {}      # each channel's last sensitive run: label, word
     for run in _runs_per_channel(ws, toks):
         label = _label(run, ws, toks, policy)
@@ -202,9 +210,8 @@ def detect(words: Sequence[Word], policy: DetectPolicy | None = None,
         spans.append(Span(ws[run.first].channel, start, end, label))
         last[ws[run.first].channel] = (label, run.last)
         for i in _cues_before(ws, toks, run.first, policy):
-            covered_cues.setdefault(i, ws[run.first].start)
-            answers.setdefault(i, (label, run.length))
-    spans.extend(_uncovered_cues(ws, toks, covered_cues, answers, muted, policy))
+            answers.setdefault(i, _Answer(ws[run.first].start, label, run.length))
+    spans.extend(_uncovered_cues(ws, toks, answers, muted, policy))
     spans.extend(_custom_terms(ws, toks, policy))
     spans.extend(_worded_durations(ws, toks, lanes))
     spans.extend(_worded_times(ws, toks, lanes))
@@ -574,9 +581,8 @@ def _cue_ending_at(toks: Sequence[str], i: int) -> re.Match[str] | None:
     return found[-1] if found else None
 
 
-def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, float],
-                    answers: dict[int, tuple[str, int]], muted: Sequence[Span],
-                    policy: DetectPolicy) -> list[Span]:
+def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], answers: dict[int, _Answer],
+                    muted: Sequence[Span], policy: DetectPolicy) -> list[Span]:
     """Redact the answer that follows a secret's cue.
 
     It applies only when no number was heard after the cue (the recogniser turned the
@@ -611,24 +617,26 @@ def _uncovered_cues(ws: Sequence[Word], toks: Sequence[str], covered: dict[int, 
                                  or label == "DIGITS")
         after = ws[rest[-1]].end if rest else t_cue
         asking = ends_asking or bool(_ASK.search(sentence))
-        if i in covered and stated and not asking:
+        answer = answers.get(i)
+        if answer is not None and stated and not asking:
             # The number that followed is the value, or its end: words said between
             # the verb and it are its start ("the password is sunflower 1985").
             gap = [k for k in rest if (verb is None or k > verb)
-                   and ws[k].start < covered[i] - 0.01 and toks[k] not in _FILLER]
+                   and ws[k].start < answer.start - 0.01 and toks[k] not in _FILLER]
             if gap:
                 out.append(Span(ws[i].channel, ws[gap[0]].start, ws[gap[-1]].end, label))
             continue
-        own = i in answers and _same_kind(answers[i][0], label)
-        if i in covered and (stated or covered[i] >= after - 0.05 or (own and not asking)
-                             or (own and answers[i][1] >= 3 and covered[i] - t_cue <= 1.0)):
+        own = answer is not None and _same_kind(answer.label, label)
+        if answer is not None and (
+                stated or answer.start >= after - 0.05 or (own and not asking)
+                or (own and answer.digits >= 3 and answer.start - t_cue <= 1.0)):
             # The number that followed is the value: said after the sentence; or, when it
             # was taken for the cue's own kind of value, in a sentence that asks nothing
             # ("expiring date March of 25.") or, 3+ digits, right after the cue even in a
             # question ("the account ending in 2006, or?"). A number of another kind
             # ("what's the PIN for account 55123?") does not answer the cue.
             if label == "PIN" and asking and not stated:
-                out.extend(_reply_before_number(ws, toks, i, after, covered[i], policy))
+                out.extend(_reply_before_number(ws, toks, i, after, answer.start, policy))
             continue
         if stated and not asking:
             out.append(Span(ws[i].channel, t_cue, ws[rest[-1]].end, label))
@@ -691,8 +699,12 @@ def _reply_before_number(ws: Sequence[Word], toks: Sequence[str], i: int, after:
     if reply is None:
         return []
     channel, start, end = reply
-    gap = [w for k, w in enumerate(ws) if k > i and w.channel == channel
-           and start <= w.start < min(end, number - 0.01) and toks[k] not in _FILLER]
+    gap: list[Word] = []
+    for k in range(i + 1, len(ws)):       # words are in time order
+        if ws[k].start >= min(end, number - 0.01):
+            break
+        if ws[k].channel == channel and ws[k].start >= start and toks[k] not in _FILLER:
+            gap.append(ws[k])
     return [Span(channel, gap[0].start, gap[-1].end, "PIN")] if gap else []
 
 

@@ -1247,14 +1247,19 @@ class _Synth:
         return _trim(x)
 
 
-def _resample(x: FloatArray, rate: int, to: int) -> FloatArray:
-    """Mono ``x`` from ``rate`` to ``to`` with sox (its default, delay-compensated)."""
-    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1"]
-    cmd = ["sox", "-V1", "-D", *raw, "-r", str(rate), "-", *raw, "-r", str(to), "-",
-           "rate", str(to)]
+def _sox(x: FloatArray, rate: int, to: int, effects: Sequence[str]) -> FloatArray:
+    """(samples, channels) float audio through sox's ``effects``, from ``rate`` to ``to``."""
+    n_ch = x.shape[1]
+    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", str(n_ch)]
+    cmd = ["sox", "-V1", "-D", *raw, "-r", str(rate), "-", *raw, "-r", str(to), "-", *effects]
     data = np.ascontiguousarray(x, dtype=np.float32).tobytes()
     proc = subprocess.run(cmd, input=data, capture_output=True, check=True)
-    return np.frombuffer(proc.stdout, dtype=np.float32).astype(np.float64)
+    return np.frombuffer(proc.stdout, dtype=np.float32).astype(np.float64).reshape(-1, n_ch)
+
+
+def _resample(x: FloatArray, rate: int, to: int) -> FloatArray:
+    """Mono ``x`` from ``rate`` to ``to`` with sox (its default, delay-compensated)."""
+    return _sox(x[:, None], rate, to, ["rate", str(to)])[:, 0]
 
 
 def _band_limit_resample(x: FloatArray, rate: int) -> FloatArray:
@@ -1262,18 +1267,10 @@ def _band_limit_resample(x: FloatArray, rate: int) -> FloatArray:
 
     ``x`` is (samples, channels) at the espeak-ng rate; the result has the same channels.
     """
-    n_ch = x.shape[1]
-    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", str(n_ch)]
-    cmd = [
-        "sox", "-V1", "-D", *raw, "-r", str(_ESPEAK_RATE), "-", *raw, "-r", str(rate), "-",
-        "sinc", "300-3400", "rate", "-v", str(rate),
-    ]  # fmt: skip
-    data = np.ascontiguousarray(x, dtype=np.float32).tobytes()
-    proc = subprocess.run(cmd, input=data, capture_output=True, check=True)
-    y = np.frombuffer(proc.stdout, dtype=np.float32).astype(np.float64).reshape(-1, n_ch)
+    y = _sox(x, _ESPEAK_RATE, rate, ["sinc", "300-3400", "rate", "-v", str(rate)])
     n = round(x.shape[0] * rate / _ESPEAK_RATE)
     if y.shape[0] < n:
-        y = np.concatenate([y, np.zeros((n - y.shape[0], n_ch))])
+        y = np.concatenate([y, np.zeros((n - y.shape[0], x.shape[1]))])
     return y[:n]
 
 
